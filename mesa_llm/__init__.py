@@ -1,0 +1,116 @@
+"""mesa_llm: resilient parallel stepping and an LLM layer for Mesa agent-based models.
+
+Importing this package is cheap: it patches nothing and does not import litellm.
+The LLM layer (``ModuleLLM``, ``LLMAgent``, reasoning) is loaded on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mesa_llm.errors import (
+    AgentMethodMissingError,
+    AgentTimeoutError,
+    EmptyResponseError,
+    MalformedResponseError,
+    MesaLLMError,
+    ToolArgumentsError,
+    UnknownToolError,
+)
+
+if TYPE_CHECKING:
+    from mesa_llm.llm_agent import LLMAgent
+    from mesa_llm.module_llm import BatchConfig, ModuleLLM, RetryPolicy
+    from mesa_llm.parallel_stepping import (
+        AgentOutcome,
+        StepReport,
+        current_agent,
+        disable_automatic_parallel_stepping,
+        enable_automatic_parallel_stepping,
+        parallel_stepping,
+        step_agents_multithreaded,
+        step_agents_parallel,
+        step_agents_parallel_sync,
+    )
+    from mesa_llm.reasoning import (
+        CoTReasoning,
+        Observation,
+        Plan,
+        ReActReasoning,
+        Reasoning,
+        ReWOOReasoning,
+    )
+    from mesa_llm.tools import ToolManager, tool
+
+__version__ = "0.4.0.dev0"
+
+# name -> module that defines it; loaded on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {
+    "AgentOutcome": "mesa_llm.parallel_stepping",
+    "StepReport": "mesa_llm.parallel_stepping",
+    "current_agent": "mesa_llm.parallel_stepping",
+    "disable_automatic_parallel_stepping": "mesa_llm.parallel_stepping",
+    "enable_automatic_parallel_stepping": "mesa_llm.parallel_stepping",
+    "parallel_stepping": "mesa_llm.parallel_stepping",
+    "step_agents_multithreaded": "mesa_llm.parallel_stepping",
+    "step_agents_parallel": "mesa_llm.parallel_stepping",
+    "step_agents_parallel_sync": "mesa_llm.parallel_stepping",
+    "BatchConfig": "mesa_llm.module_llm",
+    "ModuleLLM": "mesa_llm.module_llm",
+    "RetryPolicy": "mesa_llm.module_llm",
+    "LLMAgent": "mesa_llm.llm_agent",
+    "CoTReasoning": "mesa_llm.reasoning",
+    "Observation": "mesa_llm.reasoning",
+    "Plan": "mesa_llm.reasoning",
+    "ReActReasoning": "mesa_llm.reasoning",
+    "ReWOOReasoning": "mesa_llm.reasoning",
+    "Reasoning": "mesa_llm.reasoning",
+    "ToolManager": "mesa_llm.tools",
+    "tool": "mesa_llm.tools",
+}
+
+__all__ = [
+    "AgentMethodMissingError",
+    "AgentOutcome",
+    "AgentTimeoutError",
+    "BatchConfig",
+    "CoTReasoning",
+    "EmptyResponseError",
+    "LLMAgent",
+    "MalformedResponseError",
+    "MesaLLMError",
+    "ModuleLLM",
+    "Observation",
+    "Plan",
+    "ReActReasoning",
+    "ReWOOReasoning",
+    "Reasoning",
+    "RetryPolicy",
+    "StepReport",
+    "ToolArgumentsError",
+    "ToolManager",
+    "UnknownToolError",
+    "__version__",
+    "current_agent",
+    "disable_automatic_parallel_stepping",
+    "enable_automatic_parallel_stepping",
+    "parallel_stepping",
+    "step_agents_multithreaded",
+    "step_agents_parallel",
+    "step_agents_parallel_sync",
+    "tool",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mesa_llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

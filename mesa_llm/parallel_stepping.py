@@ -1,0 +1,1002 @@
+"""Parallel stepping for Mesa agents, resilient to per-agent failures.
+
+Two modes run a method on many agents at once:
+
+* ``"asyncio"``: agents with an async ``a<method>`` (e.g. ``astep``) are awaited
+  concurrently on one event loop; agents with only the sync method run in worker
+  threads so they never block the loop.
+* ``"threading"``: agents run in a reusable thread pool; async methods run on an
+  event loop owned by each worker thread and reused across steps.
+
+By default (``on_error="isolate"``) every agent runs to completion whatever the
+others raise; each failure is logged once on this module's logger and returned
+in a :class:`StepReport`. ``on_error="raise"`` is the debugging mode: the first
+failure propagates as the original exception once the other agents have been
+cancelled (asyncio) or finished (threads).
+
+:func:`enable_automatic_parallel_stepping` patches Mesa's ``shuffle_do`` so that
+``self.agents.shuffle_do("step")`` runs in parallel when ``model.parallel_stepping``
+is truthy, with exactly Mesa's shuffle (same RNG draws, agents started in that
+order). Importing this module patches nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from mesa_llm.errors import AgentMethodMissingError, AgentTimeoutError
+
+if TYPE_CHECKING:
+    from mesa import Agent
+
+__all__ = [
+    "AgentOutcome",
+    "StepReport",
+    "acting_as",
+    "current_agent",
+    "disable_automatic_parallel_stepping",
+    "enable_automatic_parallel_stepping",
+    "parallel_stepping",
+    "step_agents_multithreaded",
+    "step_agents_parallel",
+    "step_agents_parallel_sync",
+]
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["asyncio", "threading"]
+OnError = Literal["isolate", "raise"]
+Status = Literal["ok", "error", "timeout", "cancelled"]
+
+MODES: Final = ("asyncio", "threading")
+ON_ERROR: Final = ("isolate", "raise")
+DEFAULT_MAX_WORKERS: Final = 32
+
+
+# --------------------------------------------------------------------------- context
+
+
+_current_agent: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "mesa_llm_current_agent", default=None
+)
+
+
+def current_agent() -> Agent | None:
+    """Return the agent whose step is running in this context (asyncio task or worker thread)."""
+    return _current_agent.get()
+
+
+@contextlib.contextmanager
+def acting_as(agent: Agent | None) -> Iterator[Agent | None]:
+    """Make :func:`current_agent` return ``agent`` inside the block (for sequential code)."""
+    token = _current_agent.set(agent)
+    try:
+        yield agent
+    finally:
+        _current_agent.reset(token)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(slots=True)
+class AgentOutcome:
+    """What happened to one agent in a parallel step."""
+
+    agent: Any
+    unique_id: Any
+    status: Status
+    value: Any = None
+    exception: BaseException | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True if the agent's method returned normally."""
+        return self.status == "ok"
+
+    def __str__(self) -> str:
+        what = type(self.agent).__name__
+        if self.exception is None:
+            return f"agent {self.unique_id} ({what}): {self.status} in {self.elapsed * 1e3:.1f} ms"
+        exc = self.exception
+        return (
+            f"agent {self.unique_id} ({what}): {self.status} {type(exc).__name__}: {exc} "
+            f"after {self.elapsed * 1e3:.1f} ms"
+        )
+
+
+@dataclass(slots=True)
+class StepReport:
+    """One :class:`AgentOutcome` per agent, in the order the agents were started."""
+
+    outcomes: list[AgentOutcome] = field(default_factory=list)
+    method: str = "step"
+    mode: str = "asyncio"
+
+    @property
+    def succeeded(self) -> list[AgentOutcome]:
+        """Outcomes of the agents whose method returned normally, in start order."""
+        return [o for o in self.outcomes if o.status == "ok"]
+
+    @property
+    def failed(self) -> list[AgentOutcome]:
+        """Outcomes of the agents that raised, timed out or were cancelled, in start order."""
+        return [o for o in self.outcomes if o.status != "ok"]
+
+    @property
+    def ok(self) -> bool:
+        """True if every agent succeeded (an empty step is ok)."""
+        return all(o.status == "ok" for o in self.outcomes)
+
+    @property
+    def errors(self) -> dict[Any, BaseException]:
+        """Map of unique_id to the exception of every failed agent."""
+        return {o.unique_id: o.exception for o in self.outcomes if o.exception is not None}
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def __iter__(self) -> Iterator[AgentOutcome]:
+        return iter(self.outcomes)
+
+    def raise_for_failures(self) -> None:
+        """Raise an ``ExceptionGroup`` of the failures (each noted with its agent), if any."""
+        failed = self.failed
+        if not failed:
+            return
+        excs = []
+        for o in failed:
+            assert o.exception is not None
+            _note_agent(o.exception, o.agent, self.method)
+            excs.append(o.exception)
+        raise BaseExceptionGroup(
+            f"mesa_llm: {len(failed)} of {len(self.outcomes)} agents failed in "
+            f"'{self.method}' ({self.mode} mode)",
+            excs,
+        )
+
+    def __str__(self) -> str:
+        n_failed = sum(o.status != "ok" for o in self.outcomes)
+        lines = [
+            f"StepReport({self.method!r}, {self.mode}): {len(self.outcomes)} agents, "
+            f"{len(self.outcomes) - n_failed} ok, {n_failed} failed"
+        ]
+        lines += [f"  {o}" for o in self.outcomes if o.status != "ok"]
+        return "\n".join(lines)
+
+
+def _note_agent(exc: BaseException, agent: Any, method: str) -> None:
+    note = (
+        f"mesa_llm: raised by agent {getattr(agent, 'unique_id', None)} "
+        f"({type(agent).__name__}.{method})"
+    )
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+
+
+def _log_failure(agent: Any, method: str, exc: BaseException) -> None:
+    model = getattr(agent, "model", None)
+    logger.error(
+        "mesa_llm: agent %s (%s.%s) failed at step %s: %s: %s",
+        getattr(agent, "unique_id", None),
+        type(agent).__name__,
+        method,
+        getattr(model, "steps", "?"),
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    mode: str = "asyncio"
+    on_error: str = "isolate"
+    timeout: float | None = None
+    max_concurrency: int | None = None
+    max_workers: int | None = None
+
+
+def _check_choice(name: str, value: Any, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ValueError(
+            f"mesa_llm: invalid {name}={value!r}; valid values are "
+            + ", ".join(repr(v) for v in valid)
+        )
+
+
+def _check_positive(name: str, value: Any, *, integer: bool) -> None:
+    if value is None:
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        want = "an integer >= 1" if integer else "a number of seconds > 0"
+        raise ValueError(f"mesa_llm: invalid {name}={value!r}; expected {want} or None")
+
+
+def _settings(
+    mode: str = "asyncio",
+    on_error: str = "isolate",
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    max_workers: int | None = None,
+) -> _Settings:
+    _check_choice("mode", mode, MODES)
+    _check_choice("on_error", on_error, ON_ERROR)
+    _check_positive("timeout", timeout, integer=False)
+    _check_positive("max_concurrency", max_concurrency, integer=True)
+    _check_positive("max_workers", max_workers, integer=True)
+    return _Settings(mode, on_error, timeout, max_concurrency, max_workers)
+
+
+def _as_list(agents: Iterable[Any]) -> list[Any]:
+    if isinstance(agents, list):
+        return agents
+    if agents is None or isinstance(agents, (str, bytes)):
+        raise TypeError(
+            f"mesa_llm: agents must be a list, an iterable of agents or a Mesa agent set, "
+            f"not {type(agents).__name__}"
+        )
+    return list(agents)
+
+
+# --------------------------------------------------------------------------- method lookup
+
+_SYNC, _ASYNC = 0, 1
+_resolve_cache: dict[tuple[type, str], tuple[str, int] | None] = {}
+
+
+def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
+    """Find ``a<method>`` (async) or ``<method>`` on the agent; cached per class."""
+    cls = type(agent)
+    key = (cls, method)
+    try:
+        found = _resolve_cache[key]
+    except KeyError:
+        found = None
+        for name in (f"a{method}", method):
+            attr = getattr(cls, name, None)
+            if attr is None:
+                continue
+            if inspect.iscoroutinefunction(attr):
+                found = (name, _ASYNC)
+                break
+            if name == method and callable(attr):
+                found = (name, _SYNC)
+        _resolve_cache[key] = found
+    if found is None:
+        # Instance attributes (rare) are honoured too; never skip an agent silently.
+        fn = getattr(agent, method, None)
+        if callable(fn):
+            return fn, _ASYNC if inspect.iscoroutinefunction(fn) else _SYNC
+        raise AgentMethodMissingError(agent, method)
+    return getattr(agent, found[0]), found[1]
+
+
+# --------------------------------------------------------------------------- thread pools
+
+
+class _Pools:
+    """Reusable thread pools keyed by size, plus each worker thread's own event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._loops: list[asyncio.AbstractEventLoop] = []
+        self._local = threading.local()
+        # Threads abandoned by a per-agent timeout that may still be running.
+        self.orphans: set[concurrent.futures.Future[Any]] = set()
+
+    def get(self, max_workers: int | None) -> concurrent.futures.ThreadPoolExecutor:
+        size = max_workers or DEFAULT_MAX_WORKERS
+        pool = self._pools.get(size)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(size)
+                if pool is None:
+                    pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=size, thread_name_prefix=f"mesa_llm-{size}"
+                    )
+                    self._pools[size] = pool
+        return pool
+
+    def worker_loop(self) -> asyncio.AbstractEventLoop:
+        """This worker thread's event loop, created once and reused across steps."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            self._local.loop = loop
+            with self._lock:
+                self._loops.append(loop)
+        return loop
+
+    def orphan(self, future: concurrent.futures.Future[Any]) -> None:
+        self.orphans.add(future)
+        future.add_done_callback(self.orphans.discard)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Shut every pool down and close the worker loops that are not running."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+            loops, self._loops = self._loops, []
+        wait = wait and not self.orphans
+        for pool in pools:
+            pool.shutdown(wait=wait, cancel_futures=True)
+        for loop in loops:
+            _close_loop(loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+_pools = _Pools()
+
+
+# --------------------------------------------------------------------------- asyncio mode
+
+
+class _AsyncRun:
+    """Shared state of one asyncio-mode step: what aborted it, and the gather to cancel."""
+
+    __slots__ = ("abort", "error", "error_agent", "fut", "method", "on_error")
+
+    def __init__(self, method: str, on_error: str) -> None:
+        self.method = method
+        self.on_error = on_error
+        self.fut: asyncio.Future[Any] | None = None
+        self.error: BaseException | None = None  # first failure, in raise mode
+        self.error_agent: Any = None
+        self.abort: BaseException | None = None  # KeyboardInterrupt / SystemExit from an agent
+
+    def cancel_all(self) -> None:
+        if self.fut is not None:
+            self.fut.cancel()
+
+
+async def _await_thread(
+    cf: concurrent.futures.Future[Any], agent: Any, method: str, timeout: float | None
+) -> Any:
+    """Await a worker-thread future.
+
+    On timeout the thread is left to finish in the background (it cannot be
+    interrupted). On cancellation (raise mode, KeyboardInterrupt, a cancelled
+    caller) it is waited for, so nothing outlives the step that started it.
+    """
+    afut = asyncio.wrap_future(cf)
+    try:
+        if timeout is None:
+            return await afut
+        done, _ = await asyncio.wait((afut,), timeout=timeout)
+        if not done:
+            _pools.orphan(cf)
+            raise AgentTimeoutError(agent, method, timeout)
+        return afut.result()
+    except asyncio.CancelledError:
+        if not cf.cancel():
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(cf)
+        raise
+
+
+async def _call_async(
+    agent: Any, method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> Any:
+    fn, kind = _resolve(agent, method)
+    if kind == _ASYNC:
+        if s.timeout is None:
+            return await fn(*args, **kwargs)
+        return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
+    ctx = contextvars.copy_context()
+    cf = _pools.get(s.max_workers).submit(ctx.run, fn, *args, **kwargs)
+    value = await _await_thread(cf, agent, method, s.timeout)
+    if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
+        return await _with_timeout(value, agent, method, s.timeout)
+    return value
+
+
+async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: float | None) -> Any:
+    if timeout is None:
+        return await aw
+    cm = asyncio.timeout(timeout)
+    try:
+        async with cm:
+            return await aw
+    except TimeoutError as exc:
+        if cm.expired():
+            raise AgentTimeoutError(agent, method, timeout) from exc
+        raise
+
+
+async def _run_one_async(
+    run: _AsyncRun,
+    agent: Any,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    s: _Settings,
+    sem: asyncio.Semaphore | None,
+) -> AgentOutcome:
+    _current_agent.set(agent)  # this task's own context copy
+    if sem is not None:
+        await sem.acquire()
+    start = time.perf_counter()
+    try:
+        value = await _call_async(agent, run.method, args, kwargs, s)
+    except Exception as exc:
+        return _failed_async(run, agent, exc, start)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        # The agent's own code raised CancelledError without this step being cancelled.
+        return _failed_async(run, agent, exc, start)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
+        if run.abort is None:
+            run.abort = exc
+        run.cancel_all()
+        return AgentOutcome(agent, agent.unique_id, "error", None, exc, time.perf_counter() - start)
+    finally:
+        if sem is not None:
+            sem.release()
+    return AgentOutcome(agent, agent.unique_id, "ok", value, None, time.perf_counter() - start)
+
+
+def _status_of(exc: BaseException, agent: Any) -> Status:
+    if isinstance(exc, AgentTimeoutError) and exc.agent is agent:
+        return "timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+def _failed_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
+    outcome = AgentOutcome(
+        agent, agent.unique_id, _status_of(exc, agent), None, exc, time.perf_counter() - start
+    )
+    if run.on_error == "raise":
+        if run.error is None:
+            run.error, run.error_agent = exc, agent
+            run.cancel_all()
+    else:
+        _log_failure(agent, run.method, exc)
+    return outcome
+
+
+async def step_agents_parallel(
+    agents: Iterable[Any],
+    *,
+    method: str = "step",
+    on_error: OnError = "isolate",
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    max_workers: int | None = None,
+) -> StepReport:
+    """Run ``a<method>`` (or ``<method>`` in a worker thread) on every agent concurrently.
+
+    Returns a :class:`StepReport` with one outcome per agent in start order. With
+    ``on_error="isolate"`` (default) failures are logged and reported, never raised.
+    With ``on_error="raise"`` the first failure is raised as the original exception
+    after the other agents have been cancelled and awaited. ``timeout`` is per agent
+    (seconds); an agent that exceeds it is cancelled and reported as ``"timeout"``
+    (a sync agent's thread cannot be interrupted: it finishes in the background and
+    its result is discarded). ``max_concurrency`` bounds the agents in flight.
+    ``KeyboardInterrupt``, ``SystemExit`` and cancellation of the caller propagate
+    after every started agent has been cancelled and awaited.
+    """
+    s = _settings("asyncio", on_error, timeout, max_concurrency, max_workers)
+    return await _step_async(_as_list(agents), method, args, kwargs or {}, s)
+
+
+async def _step_async(
+    agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> StepReport:
+    if not agents:
+        return StepReport([], method, "asyncio")
+    run = _AsyncRun(method, s.on_error)
+    sem = (
+        asyncio.Semaphore(s.max_concurrency)
+        if s.max_concurrency is not None and s.max_concurrency < len(agents)
+        else None
+    )
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents]
+    run.fut = gathered = asyncio.gather(*tasks)
+    if run.error is not None or run.abort is not None:  # eager task factories run tasks early
+        gathered.cancel()
+    outcomes: list[AgentOutcome] = []
+    try:
+        outcomes = await gathered
+    except asyncio.CancelledError:
+        if not gathered.done():  # defensive: make sure every agent has finished
+            gathered.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(gathered)
+        task = asyncio.current_task()
+        caller_cancelled = task is not None and task.cancelling() > 0
+        if run.abort is None and (run.error is None or caller_cancelled):
+            raise
+    # Raised outside the except block so the agent's exception keeps its own
+    # __context__ and traceback.
+    if run.abort is not None:
+        raise run.abort
+    if run.error is not None:
+        _note_agent(run.error, run.error_agent, method)
+        raise run.error
+    return StepReport(outcomes, method, "asyncio")
+
+
+# --------------------------------------------------------------------------- threading mode
+
+
+class _ThreadRun:
+    """Shared state of one threading-mode step."""
+
+    __slots__ = ("args", "kwargs", "method", "started", "stop", "timeout")
+
+    # An async agent's own loop cancels it at the deadline; the coordinator only steps
+    # in this much later, for agents that block their loop.
+    ASYNC_GRACE: Final = 0.25
+
+    def __init__(
+        self, n: int, method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+    ) -> None:
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+        self.timeout = s.timeout
+        self.started: list[float | None] = [None] * n
+        self.stop = False  # set on abort or first failure in raise mode: start nothing more
+
+
+def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
+    if run.stop:
+        return AgentOutcome(agent, agent.unique_id, "cancelled")
+    _current_agent.set(agent)  # runs inside a copied context
+    method = run.method
+    start = time.perf_counter()
+    try:
+        fn, kind = _resolve(agent, method)
+        run.started[index] = time.monotonic() + (run.ASYNC_GRACE if kind == _ASYNC else 0.0)
+        value = fn(*run.args, **run.kwargs)
+        if kind == _ASYNC or inspect.isawaitable(value):
+            value = _pools.worker_loop().run_until_complete(
+                _with_timeout(value, agent, method, run.timeout)
+            )
+    except BaseException as exc:  # an abort is re-raised by the coordinator
+        if _is_abort(exc):
+            run.stop = True
+        return AgentOutcome(
+            agent, agent.unique_id, _status_of(exc, agent), None, exc, time.perf_counter() - start
+        )
+    return AgentOutcome(agent, agent.unique_id, "ok", value, None, time.perf_counter() - start)
+
+
+def step_agents_multithreaded(
+    agents: Iterable[Any],
+    *,
+    method: str = "step",
+    on_error: OnError = "isolate",
+    timeout: float | None = None,
+    max_workers: int | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+) -> StepReport:
+    """Run ``<method>`` (or ``a<method>`` on the worker's own event loop) on every agent in threads.
+
+    The thread pool (``max_workers`` threads, default 32) is reused across steps and
+    shut down by :func:`disable_automatic_parallel_stepping` and at interpreter exit.
+    Failures are isolated and reported unless ``on_error="raise"``, which raises the
+    first failure after cancelling agents not yet started and waiting for the running
+    ones. ``timeout`` is per agent: an async agent is cancelled on its loop; a sync
+    agent's thread cannot be interrupted, so the step records ``"timeout"`` and returns
+    without waiting for it: the thread finishes in the background, its result is
+    discarded, and its pool slot is busy until then.
+    """
+    s = _settings("threading", on_error, timeout, None, max_workers)
+    return _step_threaded(_as_list(agents), method, args, kwargs or {}, s)
+
+
+def _step_threaded(
+    agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> StepReport:
+    if not agents:
+        return StepReport([], method, "threading")
+    pool = _pools.get(s.max_workers)
+    run = _ThreadRun(len(agents), method, args, kwargs, s)
+    copy_context = contextvars.copy_context
+    futures = [
+        pool.submit(copy_context().run, _run_one_threaded, run, a, i) for i, a in enumerate(agents)
+    ]
+    try:
+        if s.timeout is None and s.on_error == "isolate":
+            outcomes = [f.result() for f in futures]
+        else:
+            outcomes = _collect_threaded(run, agents, futures, s)
+    except BaseException:  # KeyboardInterrupt in the caller, or raise mode
+        run.stop = True
+        _stop_threaded(futures)
+        raise
+    abort = next((o.exception for o in outcomes if _is_abort(o.exception)), None)
+    if abort is not None:
+        raise abort
+    if s.on_error == "isolate":
+        for o in outcomes:
+            if o.exception is not None:
+                _log_failure(o.agent, method, o.exception)
+    return StepReport(outcomes, method, "threading")
+
+
+def _is_abort(exc: BaseException | None) -> bool:
+    return exc is not None and not isinstance(exc, (Exception, asyncio.CancelledError))
+
+
+def _stop_threaded(futures: Iterable[concurrent.futures.Future[Any]]) -> None:
+    """Cancel the agents not started yet and wait for the running ones (not timed-out orphans)."""
+    waiting = [f for f in futures if not f.cancel() and f not in _pools.orphans]
+    concurrent.futures.wait(waiting)
+
+
+def _collect_threaded(
+    run: _ThreadRun,
+    agents: list[Any],
+    futures: list[concurrent.futures.Future[AgentOutcome]],
+    s: _Settings,
+) -> list[AgentOutcome]:
+    index = {f: i for i, f in enumerate(futures)}
+    results: list[AgentOutcome | None] = [None] * len(futures)
+    pending = set(futures)
+    timeout = s.timeout
+    while pending:
+        wait_for = None
+        if timeout is not None:
+            now = time.monotonic()
+            deadlines = [t + timeout for f in pending if (t := run.started[index[f]]) is not None]
+            # Poll at least every `timeout` so agents that start later get their deadline.
+            wait_for = max(0.0, min(deadlines) - now) if deadlines else timeout
+        done, pending = concurrent.futures.wait(
+            pending, timeout=wait_for, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for f in done:
+            outcome = results[index[f]] = f.result()
+            exc = outcome.exception
+            if exc is not None and (_is_abort(exc) or s.on_error == "raise"):
+                if not _is_abort(exc):
+                    _note_agent(exc, outcome.agent, run.method)
+                raise exc
+        if timeout is not None:
+            now = time.monotonic()
+            for f in list(pending):
+                t = run.started[index[f]]
+                if t is not None and now - t >= timeout:
+                    pending.discard(f)
+                    _pools.orphan(f)
+                    agent = agents[index[f]]
+                    exc = AgentTimeoutError(agent, run.method, timeout)
+                    results[index[f]] = AgentOutcome(
+                        agent, agent.unique_id, "timeout", None, exc, now - t
+                    )
+                    if s.on_error == "raise":
+                        _note_agent(exc, agent, run.method)
+                        raise exc
+    return [r for r in results if r is not None]
+
+
+# --------------------------------------------------------------------------- the sync wrapper
+
+
+@dataclass(slots=True)
+class _Carried:
+    exc: BaseException
+
+
+class _LoopThread:
+    """One event loop, in a daemon thread, that runs every synchronous asyncio-mode step.
+
+    Reusing one loop keeps loop-bound clients (litellm's async HTTP clients) valid
+    across steps and works whether or not the caller is inside a running loop.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="mesa_llm-event-loop", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, make_coro: Callable[[], Coroutine[Any, Any, StepReport]]) -> StepReport:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "mesa_llm: step_agents_parallel_sync() was called from inside an agent's "
+                "async step; use 'await step_agents_parallel(...)' there instead"
+            )
+        ctx = contextvars.copy_context()
+        done = threading.Event()
+        box: dict[str, asyncio.Task[Any]] = {}
+
+        async def guarded() -> Any:
+            # KeyboardInterrupt/SystemExit raised in a task would escape run_forever()
+            # and kill this thread: carry it back to the caller's thread instead.
+            try:
+                return await make_coro()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                return _Carried(exc)
+
+        def start() -> None:
+            task = self.loop.create_task(guarded(), context=ctx)
+            task.add_done_callback(lambda _: done.set())
+            box["task"] = task
+
+        self.loop.call_soon_threadsafe(start)
+        try:
+            done.wait()
+        except BaseException:  # KeyboardInterrupt in the caller: stop the agents first
+            self.loop.call_soon_threadsafe(lambda: box["task"].cancel() if box else None)
+            done.wait()
+            raise
+        result = box["task"].result()
+        if isinstance(result, _Carried):
+            raise result.exc
+        return result  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def _drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_drain(), self.loop).result(timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+_state_lock = threading.RLock()
+_loop_thread: _LoopThread | None = None
+_enabled: _Settings | None = None  # None: automatic stepping is off
+_originals: dict[type, dict[str, Any]] = {}
+
+
+def _get_loop_thread() -> _LoopThread:
+    global _loop_thread
+    lt = _loop_thread
+    if lt is None:
+        with _state_lock:
+            if _loop_thread is None:
+                _loop_thread = _LoopThread()
+            lt = _loop_thread
+    return lt
+
+
+_UNSET: Any = object()
+
+
+def step_agents_parallel_sync(
+    agents: Iterable[Any],
+    *,
+    method: str = "step",
+    mode: Mode = _UNSET,
+    on_error: OnError = _UNSET,
+    timeout: float | None = _UNSET,
+    max_concurrency: int | None = _UNSET,
+    max_workers: int | None = _UNSET,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+) -> StepReport:
+    """Step agents in parallel from synchronous code, in the mode set by ``enable_...``.
+
+    Keywords left out take the values given to
+    :func:`enable_automatic_parallel_stepping` (asyncio mode, isolate, no limits if
+    it was never called). Asyncio mode runs on one event loop kept for the life of
+    the enabled mode, so it works the same inside a running loop (Jupyter,
+    pytest-asyncio) and outside one.
+    """
+    base = _enabled or _Settings()
+    given = {
+        "mode": mode,
+        "on_error": on_error,
+        "timeout": timeout,
+        "max_concurrency": max_concurrency,
+        "max_workers": max_workers,
+    }
+    merged: dict[str, Any] = {k: getattr(base, k) if v is _UNSET else v for k, v in given.items()}
+    s = _settings(**merged)
+    agent_list = _as_list(agents)
+    kw = kwargs or {}
+    if s.mode == "threading":
+        return _step_threaded(agent_list, method, args, kw, s)
+    if not agent_list:
+        return StepReport([], method, "asyncio")
+    return _get_loop_thread().run(lambda: _step_async(agent_list, method, args, kw, s))
+
+
+# --------------------------------------------------------------------------- automatic stepping
+
+
+def _agent_set_types() -> list[type]:
+    """Mesa's agent-set classes that define ``shuffle_do`` (``_HardKeyAgentSet`` on Mesa >= 3.5)."""
+    import mesa.agent
+
+    found: list[type] = []
+    candidates: list[Any] = [getattr(mesa.agent, "AgentSet", None)]
+    try:
+        import mesa.agentset as agentset_module
+    except ImportError:
+        agentset_module = None
+    if agentset_module is not None:
+        candidates += [
+            getattr(agentset_module, "AgentSet", None),
+            getattr(agentset_module, "_HardKeyAgentSet", None),
+        ]
+    for cls in candidates:
+        if isinstance(cls, type) and "shuffle_do" in cls.__dict__ and cls not in found:
+            found.append(cls)
+    return found
+
+
+def _shuffled(agentset: Any) -> list[Any]:
+    """The agents in the order Mesa's ``shuffle_do`` would step them, with the same RNG draws."""
+    store = agentset._agents
+    if hasattr(store, "keyrefs"):  # AgentSet: a WeakKeyDictionary
+        refs = list(store.keyrefs())
+        agentset.random.shuffle(refs)
+        return [a for r in refs if (a := r()) is not None]
+    agents = list(store)  # _HardKeyAgentSet: strong keys
+    agentset.random.shuffle(agents)
+    return agents
+
+
+def _make_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def shuffle_do(self: Any, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        settings = _enabled
+        first = next(iter(self._agents), None) if isinstance(method, str) else None
+        model = getattr(first, "model", None)
+        if settings is None or model is None or not getattr(model, "parallel_stepping", False):
+            return original(self, method, *args, **kwargs)
+        agents = _shuffled(self)
+        report = step_agents_parallel_sync(
+            agents,
+            method=method,  # type: ignore[arg-type]
+            mode=settings.mode,  # type: ignore[arg-type]
+            args=args,
+            kwargs=kwargs,
+        )
+        model.last_step_report = report
+        return self
+
+    shuffle_do.__mesa_llm_patched__ = True  # type: ignore[attr-defined]
+    return shuffle_do
+
+
+async def _do_async(self: Any, method: str, *args: Any, **kwargs: Any) -> StepReport:
+    """Run ``method`` concurrently on every agent of the set; return a :class:`StepReport`."""
+    s = _enabled or _Settings()
+    return await _step_async(list(self), method, args, kwargs, s)
+
+
+def enable_automatic_parallel_stepping(
+    mode: Mode = "asyncio",
+    *,
+    on_error: OnError = "isolate",
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    max_workers: int | None = None,
+) -> None:
+    """Make ``agents.shuffle_do(name)`` run in parallel on models with ``parallel_stepping`` set.
+
+    Patches ``shuffle_do`` (and adds ``do_async``) on Mesa's agent-set classes, including
+    ``_HardKeyAgentSet`` on Mesa >= 3.5. Idempotent: calling it again only changes the
+    settings. The step's :class:`StepReport` is left on ``model.last_step_report``.
+    """
+    global _enabled
+    settings = _settings(mode, on_error, timeout, max_concurrency, max_workers)
+    with _state_lock:
+        if not _originals:
+            for cls in _agent_set_types():
+                saved = {"shuffle_do": cls.__dict__["shuffle_do"]}
+                if "do_async" in cls.__dict__:
+                    saved["do_async"] = cls.__dict__["do_async"]
+                _originals[cls] = saved
+                cls.shuffle_do = _make_shuffle_do(saved["shuffle_do"])  # type: ignore[attr-defined]
+                cls.do_async = _do_async  # type: ignore[attr-defined]
+        _enabled = settings
+
+
+def disable_automatic_parallel_stepping() -> None:
+    """Restore Mesa's exact ``shuffle_do``, stop the event loop and shut the thread pools down."""
+    global _enabled, _loop_thread
+    with _state_lock:
+        for cls, saved in _originals.items():
+            cls.shuffle_do = saved["shuffle_do"]  # type: ignore[attr-defined]
+            if "do_async" in saved:
+                cls.do_async = saved["do_async"]  # type: ignore[attr-defined]
+            else:
+                with contextlib.suppress(AttributeError):
+                    delattr(cls, "do_async")
+        _originals.clear()
+        _enabled = None
+        lt, _loop_thread = _loop_thread, None
+    if lt is not None:
+        lt.close()
+    _pools.shutdown()
+
+
+@contextlib.contextmanager
+def parallel_stepping(
+    mode: Mode = "asyncio",
+    *,
+    on_error: OnError = "isolate",
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    max_workers: int | None = None,
+) -> Iterator[None]:
+    """Enable automatic parallel stepping inside the block; restore the previous state on exit."""
+    previous = _enabled
+    enable_automatic_parallel_stepping(
+        mode,
+        on_error=on_error,
+        timeout=timeout,
+        max_concurrency=max_concurrency,
+        max_workers=max_workers,
+    )
+    try:
+        yield
+    finally:
+        if previous is None:
+            disable_automatic_parallel_stepping()
+        else:
+            enable_automatic_parallel_stepping(
+                previous.mode,  # type: ignore[arg-type]
+                on_error=previous.on_error,  # type: ignore[arg-type]
+                timeout=previous.timeout,
+                max_concurrency=previous.max_concurrency,
+                max_workers=previous.max_workers,
+            )
+
+
+def _shutdown_at_exit() -> None:
+    lt = _loop_thread
+    if lt is not None:
+        lt.close()
+    _pools.shutdown(wait=False)
+
+
+atexit.register(_shutdown_at_exit)

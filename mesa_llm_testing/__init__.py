@@ -1,0 +1,54 @@
+"""mesa_llm_testing: deterministic fake LLMs, injectable faults and a pytest plugin for Mesa-LLM models.
+
+Importing this package is cheap (no litellm, no respx); each public name loads
+its module on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mesa_llm_testing import checks, strategies
+    from mesa_llm_testing._fake import FakeCall, FakeLLM
+    from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+    from mesa_llm_testing._runner import RunTrace, run_scenario
+
+_LAZY: dict[str, str] = {
+    "FakeCall": "mesa_llm_testing._fake",
+    "FakeLLM": "mesa_llm_testing._fake",
+    "FaultKind": "mesa_llm_testing._faults",
+    "FaultPlan": "mesa_llm_testing._faults",
+    "InjectedFault": "mesa_llm_testing._faults",
+    "RunTrace": "mesa_llm_testing._runner",
+    "run_scenario": "mesa_llm_testing._runner",
+}
+_SUBMODULES = {"checks", "strategies"}
+
+__all__ = [
+    "FakeCall",
+    "FakeLLM",
+    "FaultKind",
+    "FaultPlan",
+    "InjectedFault",
+    "RunTrace",
+    "checks",
+    "run_scenario",
+    "strategies",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f"mesa_llm_testing.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'mesa_llm_testing' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
