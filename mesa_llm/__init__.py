@@ -2,6 +2,8 @@
 
 Importing this package is cheap: it patches nothing and does not import litellm.
 The LLM layer (``ModuleLLM``, ``LLMAgent``, reasoning) is loaded on first access.
+The ``parallel_stepping`` context manager lives in :mod:`mesa_llm.parallel_stepping`
+(the package attribute of that name is the module).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
         current_agent,
         disable_automatic_parallel_stepping,
         enable_automatic_parallel_stepping,
-        parallel_stepping,
         step_agents_multithreaded,
         step_agents_parallel,
         step_agents_parallel_sync,
@@ -52,7 +53,6 @@ _LAZY: dict[str, str] = {
     "current_agent": "mesa_llm.parallel_stepping",
     "disable_automatic_parallel_stepping": "mesa_llm.parallel_stepping",
     "enable_automatic_parallel_stepping": "mesa_llm.parallel_stepping",
-    "parallel_stepping": "mesa_llm.parallel_stepping",
     "step_agents_multithreaded": "mesa_llm.parallel_stepping",
     "step_agents_parallel": "mesa_llm.parallel_stepping",
     "step_agents_parallel_sync": "mesa_llm.parallel_stepping",
@@ -95,7 +95,6 @@ __all__ = [
     "current_agent",
     "disable_automatic_parallel_stepping",
     "enable_automatic_parallel_stepping",
-    "parallel_stepping",
     "step_agents_multithreaded",
     "step_agents_parallel",
     "step_agents_parallel_sync",

@@ -406,12 +406,15 @@ async def _await_thread(
 
 
 async def _call_async(
-    agent: Any, method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+    fn: Callable[..., Any],
+    kind: int,
+    agent: Any,
+    method: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    s: _Settings,
 ) -> Any:
-    fn, kind = _resolve(agent, method)
     if kind == _ASYNC:
-        if s.timeout is None:
-            return await fn(*args, **kwargs)
         return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
     ctx = contextvars.copy_context()
     cf = _pools.get(s.max_workers).submit(ctx.run, fn, *args, **kwargs)
@@ -447,7 +450,11 @@ async def _run_one_async(
         await sem.acquire()
     start = time.perf_counter()
     try:
-        value = await _call_async(agent, run.method, args, kwargs, s)
+        fn, kind = _resolve(agent, run.method)
+        if kind == _ASYNC and s.timeout is None:  # the common case, kept to one frame
+            value = await fn(*args, **kwargs)
+        else:
+            value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
     except Exception as exc:
         return _failed_async(run, agent, exc, start)
     except asyncio.CancelledError as exc:
