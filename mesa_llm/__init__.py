@@ -17,7 +17,9 @@ from mesa_llm.errors import (
     EmptyResponseError,
     MalformedResponseError,
     MesaLLMError,
+    MissingAPIKeyError,
     ToolArgumentsError,
+    UnknownModelError,
     UnknownToolError,
 )
 
@@ -80,6 +82,7 @@ __all__ = [
     "LLMAgent",
     "MalformedResponseError",
     "MesaLLMError",
+    "MissingAPIKeyError",
     "ModuleLLM",
     "Observation",
     "Plan",
@@ -90,6 +93,7 @@ __all__ = [
     "StepReport",
     "ToolArgumentsError",
     "ToolManager",
+    "UnknownModelError",
     "UnknownToolError",
     "__version__",
     "current_agent",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from types import ModuleType
+from typing import Any
 
 
 def import_litellm() -> ModuleType:
@@ -11,4 +13,45 @@ def import_litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
+    _give_each_thread_its_logging_worker()
     return litellm
+
+
+class _PerThreadLoggingWorker:
+    """Stands in for litellm's ``GLOBAL_LOGGING_WORKER``: one worker per thread.
+
+    litellm's logging worker is bound to one event loop and rebinds itself whenever
+    a call arrives from another loop, dropping the coroutines it had queued
+    ("coroutine 'Logging.async_success_handler' was never awaited"). Threading mode
+    runs one loop per worker thread, so each thread gets its own worker; the main
+    thread keeps litellm's original one.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+        self._local = threading.local()
+
+    def _worker(self) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return self._original
+        worker = getattr(self._local, "worker", None)
+        if worker is None:
+            worker = self._local.worker = type(self._original)()
+        return worker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._worker(), name)
+
+
+_patch_lock = threading.Lock()
+
+
+def _give_each_thread_its_logging_worker() -> None:
+    try:
+        from litellm.litellm_core_utils import logging_worker
+    except ImportError:  # a litellm without the shared worker: nothing to do
+        return
+    with _patch_lock:
+        current = getattr(logging_worker, "GLOBAL_LOGGING_WORKER", None)
+        if current is not None and not isinstance(current, _PerThreadLoggingWorker):
+            logging_worker.GLOBAL_LOGGING_WORKER = _PerThreadLoggingWorker(current)  # type: ignore[misc]

@@ -1,0 +1,289 @@
+"""``ModuleLLM``: one litellm model endpoint with bounded retries and optional transparent batching.
+
+Hooks the test harness relies on (see docs/architecture.md): every request goes
+through ``litellm.completion`` / ``litellm.acompletion`` looked up at call time,
+always with ``num_retries=0, max_retries=0``; :func:`skip_api_key_check` and
+:func:`override_retry_sleep` are process-wide switches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from mesa_llm._batching import BatchBackend, BatchConfig, BatchProcessor
+from mesa_llm._litellm import import_litellm
+from mesa_llm._retry import (
+    TRANSIENT_ERRORS,
+    RetryPolicy,
+    acall_with_retries,
+    call_with_retries,
+    override_retry_sleep,
+)
+from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
+from mesa_llm.parallel_stepping import acting_as, current_agent
+
+if TYPE_CHECKING:
+    from litellm import ModelResponse
+    from mesa import Agent
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "BatchBackend",
+    "BatchConfig",
+    "BatchProcessor",
+    "ModuleLLM",
+    "RetryPolicy",
+    "override_retry_sleep",
+    "skip_api_key_check",
+]
+
+_FAKE_PROVIDER = "mesa-fake"
+# Providers whose missing "key" litellm reports is only a base URL with a working default.
+_KEYLESS_PROVIDERS = frozenset({"ollama", "ollama_chat"})
+# Owned by RetryPolicy / the return type; passing them would silently change behaviour.
+_RESERVED_KWARGS = {
+    "num_retries": "retries are owned by retry=RetryPolicy(max_attempts=...)",
+    "max_retries": "retries are owned by retry=RetryPolicy(max_attempts=...)",
+    "stream": "generate/agenerate return a complete ModelResponse; streaming is not supported",
+}
+
+_skip_key_check_depth = 0
+_skip_key_check_lock = threading.Lock()
+_provider_lookup_lock = threading.Lock()
+
+
+@contextmanager
+def skip_api_key_check() -> Iterator[None]:
+    """While active (process-wide, re-entrant, thread-safe), ``ModuleLLM`` demands no API key."""
+    global _skip_key_check_depth
+    with _skip_key_check_lock:
+        _skip_key_check_depth += 1
+    try:
+        yield
+    finally:
+        with _skip_key_check_lock:
+            _skip_key_check_depth -= 1
+
+
+def _api_key_check_skipped() -> bool:
+    with _skip_key_check_lock:
+        return _skip_key_check_depth > 0
+
+
+class ModuleLLM:
+    """One configured LLM (litellm ``provider/model``) with bounded retries and optional batching.
+
+    ``seed`` seeds the retry-jitter RNG (None: OS entropy, so unseeded modules do
+    not retry in lockstep). ``agent``: calls made while ``current_agent()`` is None
+    are attributed to it. ``completion_kwargs`` (temperature, ...) go to every call.
+
+    With ``batching``, ``agenerate`` calls are grouped by a :class:`BatchProcessor`
+    shared by every ``ModuleLLM`` of the same configuration on the running loop;
+    sync ``generate`` always calls the provider directly.
+    """
+
+    def __init__(
+        self,
+        llm_model: str,
+        api_base: str | None = None,
+        system_prompt: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        batching: BatchConfig | None = None,
+        seed: int | None = None,
+        agent: Agent | None = None,
+        **completion_kwargs: Any,
+    ) -> None:
+        if not isinstance(llm_model, str) or not llm_model.strip():
+            raise ValueError(
+                f"mesa_llm: ModuleLLM(llm_model={llm_model!r}) must be litellm's "
+                f"'provider/model' string, e.g. 'openai/gpt-4o-mini'"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"mesa_llm: ModuleLLM(retry={retry!r}) must be a RetryPolicy or None")
+        if batching is not None and not isinstance(batching, BatchConfig):
+            raise TypeError(
+                f"mesa_llm: ModuleLLM(batching={batching!r}) must be a BatchConfig or None"
+            )
+        _reject_reserved(completion_kwargs, "ModuleLLM(...)")
+        self.llm_model = llm_model
+        self.api_base = api_base
+        self.system_prompt = system_prompt
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.batching = batching
+        self.seed = seed
+        self.agent = agent
+        self.completion_kwargs = completion_kwargs
+        self.provider = self._resolve_provider()
+        self._rng = random.Random(seed)
+        self._batch_key = self._configuration_key()
+
+    def __repr__(self) -> str:
+        base = f", api_base={self.api_base!r}" if self.api_base else ""
+        return f"ModuleLLM({self.llm_model!r}{base})"
+
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = "auto",
+        response_format: Any = None,
+        **kwargs: Any,
+    ) -> ModelResponse:
+        """Send one chat completion (retrying per ``retry``) and return litellm's ``ModelResponse``.
+
+        Safe to call from many threads at once. Never batched.
+        """
+        request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
+        with self._attributed():
+            return call_with_retries(
+                self.retry, self._rng, lambda: import_litellm().completion(**request)
+            )
+
+    async def agenerate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = "auto",
+        response_format: Any = None,
+        **kwargs: Any,
+    ) -> ModelResponse:
+        """Async :meth:`generate`; with ``batching``, each attempt is queued in the shared batch."""
+        request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
+        with self._attributed():
+            if self.batching is None:
+                return await acall_with_retries(
+                    self.retry, self._rng, lambda: import_litellm().acompletion(**request)
+                )
+            processor = BatchProcessor.shared(self._batch_key, self.batching)
+            return await acall_with_retries(
+                self.retry, self._rng, lambda: processor.submit(request)
+            )
+
+    def _request(
+        self,
+        prompt: str | None,
+        messages: Sequence[Any] | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: Any,
+        response_format: Any,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The ``litellm.completion`` keyword arguments of one call."""
+        _reject_reserved(kwargs, "generate(...)")
+        request: dict[str, Any] = {
+            "model": self.llm_model,
+            "messages": self._messages(prompt, messages),
+        }
+        if tools:
+            request["tools"] = list(tools)
+            request["tool_choice"] = tool_choice
+            if _mcp_gateway_needs_skip() and all(_get(t, "type") == "function" for t in tools):
+                # litellm routes any call with tools through its MCP gateway check, which
+                # imports the optional `mcp` package (ModuleNotFoundError without it).
+                # Function tools never use that gateway; litellm strips this flag itself.
+                request["_skip_mcp_handler"] = True
+        if response_format is not None:
+            request["response_format"] = response_format
+        for name in ("api_base", "api_key", "timeout"):
+            if (value := getattr(self, name)) is not None:
+                request[name] = value
+        request.update(self.completion_kwargs)
+        request.update(kwargs)
+        request["num_retries"] = 0
+        request["max_retries"] = 0
+        return request
+
+    def _messages(self, prompt: str | None, messages: Sequence[Any] | None) -> list[Any]:
+        if prompt is None and not messages:
+            raise ValueError("mesa_llm: generate() needs prompt=... or messages=[...]")
+        result = list(messages or ())
+        if self.system_prompt is not None and not (result and _get(result[0], "role") == "system"):
+            result.insert(0, {"role": "system", "content": self.system_prompt})
+        if prompt is not None:
+            result.append({"role": "user", "content": prompt})
+        return result
+
+    def _attributed(self) -> AbstractContextManager[Any]:
+        """Attribute the call to ``agent`` unless a step already set ``current_agent()``."""
+        if self.agent is None or current_agent() is not None:
+            return nullcontext()
+        return acting_as(self.agent)
+
+    def _resolve_provider(self) -> str:
+        """The provider of ``llm_model``; raise if litellm cannot resolve it or a key is missing."""
+        prefix, _, rest = self.llm_model.partition("/")
+        if prefix == _FAKE_PROVIDER and rest:
+            return _FAKE_PROVIDER
+        litellm = import_litellm()
+        with _provider_lookup_lock:
+            # litellm prints a provider list to stdout on failure; the library never prints.
+            quiet, litellm.suppress_debug_info = litellm.suppress_debug_info, True  # type: ignore[attr-defined]
+            try:
+                model, provider, _, _ = litellm.get_llm_provider(
+                    model=self.llm_model,
+                    custom_llm_provider=self.completion_kwargs.get("custom_llm_provider"),
+                    api_base=self.api_base,
+                )
+            except Exception as exc:
+                raise UnknownModelError(self.llm_model) from exc
+            finally:
+                litellm.suppress_debug_info = quiet  # type: ignore[attr-defined]
+        if (
+            self.api_key
+            or self.api_base
+            or provider in _KEYLESS_PROVIDERS
+            or _api_key_check_skipped()
+        ):
+            return provider
+        missing = litellm.validate_environment(model=f"{provider}/{model}")["missing_keys"]
+        if missing:
+            raise MissingAPIKeyError(self.llm_model, tuple(missing))
+        return provider
+
+    def _configuration_key(self) -> tuple[str, str, str | None, str]:
+        """(provider, model, api_base, parameters): calls with equal keys may share a batch."""
+        parameters = dict(self.completion_kwargs, timeout=self.timeout)
+        if self.api_key is not None:  # tell keys apart without keeping another copy around
+            parameters["api_key"] = hashlib.blake2b(
+                self.api_key.encode(), digest_size=8
+            ).hexdigest()
+        frozen = json.dumps(parameters, sort_keys=True, default=repr)
+        return (self.provider, self.llm_model, self.api_base, frozen)
+
+
+def _get(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _reject_reserved(kwargs: Mapping[str, Any], where: str) -> None:
+    for name, reason in _RESERVED_KWARGS.items():
+        if name in kwargs and (name != "stream" or kwargs[name]):
+            raise ValueError(f"mesa_llm: {where} does not accept {name}=...; {reason}")
+
+
+@functools.cache
+def _mcp_gateway_needs_skip() -> bool:
+    """True when litellm has an MCP gateway check (it knows the skip flag) but no `mcp`."""
+    from importlib.util import find_spec
+
+    try:
+        has_gateway = find_spec("litellm.responses.mcp") is not None
+    except ModuleNotFoundError:
+        has_gateway = False
+    return has_gateway and find_spec("mcp") is None
