@@ -1,4 +1,4 @@
-"""Lazy, offline-safe import of litellm (about 4 s, and it fetches a cost map unless told not to)."""
+"""Lazy, offline-safe import of litellm (~4 s; it fetches a cost map unless told not to)."""
 
 from __future__ import annotations
 
@@ -54,4 +54,4 @@ def _give_each_thread_its_logging_worker() -> None:
     with _patch_lock:
         current = getattr(logging_worker, "GLOBAL_LOGGING_WORKER", None)
         if current is not None and not isinstance(current, _PerThreadLoggingWorker):
-            logging_worker.GLOBAL_LOGGING_WORKER = _PerThreadLoggingWorker(current)  # type: ignore[misc]
+            logging_worker.GLOBAL_LOGGING_WORKER = _PerThreadLoggingWorker(current)  # type: ignore[misc,assignment]

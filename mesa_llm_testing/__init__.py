@@ -1,4 +1,4 @@
-"""mesa_llm_testing: deterministic fake LLMs, injectable faults and a pytest plugin for Mesa-LLM models.
+"""mesa_llm_testing: fake LLMs, injectable faults and a pytest plugin for Mesa-LLM models.
 
 Importing this package is cheap (no litellm, no respx); each public name loads
 its module on first access.
@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
-    from mesa_llm_testing._fake import FakeCall, FakeLLM
+    from mesa_llm_testing._fake import FakeCall, FakeLLM, FakeRequest, SideEffectExhaustedError
     from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+    from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import RunTrace, run_scenario
 
 _LAZY: dict[str, str] = {
     "FakeCall": "mesa_llm_testing._fake",
     "FakeLLM": "mesa_llm_testing._fake",
+    "FakeReply": "mesa_llm_testing._responses",
+    "FakeRequest": "mesa_llm_testing._fake",
+    "SideEffectExhaustedError": "mesa_llm_testing._fake",
     "FaultKind": "mesa_llm_testing._faults",
     "FaultPlan": "mesa_llm_testing._faults",
     "InjectedFault": "mesa_llm_testing._faults",
@@ -29,10 +33,13 @@ _SUBMODULES = {"checks", "strategies"}
 __all__ = [
     "FakeCall",
     "FakeLLM",
+    "FakeReply",
+    "FakeRequest",
     "FaultKind",
     "FaultPlan",
     "InjectedFault",
     "RunTrace",
+    "SideEffectExhaustedError",
     "checks",
     "run_scenario",
     "strategies",

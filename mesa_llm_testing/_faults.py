@@ -1,0 +1,334 @@
+"""Fault kinds, deterministic fault plans and the record of injected faults.
+
+Whether a call faults, and with which kind, is a pure function of
+``(seed, test_id, agent unique_id, model step, call index)`` hashed with
+``hashlib.blake2b``: the same calls fault in asyncio, threading and sequential
+runs, on any machine, whatever order the calls complete in.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = ["LAYERS", "FaultKind", "FaultPlan", "InjectedFault"]
+
+#: Where a fault can be injected: the litellm custom provider or the HTTP endpoint.
+LAYERS: Final = ("provider", "http")
+
+_TRACE_VERSION: Final = 1
+_TWO_64: Final = float(1 << 64)
+
+
+class FaultKind(enum.StrEnum):
+    """A way an LLM call can fail, each shaped like the real provider failure."""
+
+    RATE_LIMIT = "rate_limit"
+    TIMEOUT = "timeout"
+    MALFORMED_JSON = "malformed_json"
+    SERVER_ERROR = "server_error"
+    CONNECTION_ERROR = "connection_error"
+    EMPTY_RESPONSE = "empty_response"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: str | FaultKind) -> FaultKind:
+        """The kind named by ``value`` (any case); ValueError naming the valid values."""
+        if isinstance(value, FaultKind):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise ValueError(
+            f"mesa_llm_testing: unknown fault kind {value!r}; valid kinds: {_valid_kinds()}"
+        )
+
+    @classmethod
+    def parse_many(cls, text: str | Iterable[str | FaultKind] | None) -> tuple[FaultKind, ...]:
+        """Parse ``"rate_limit,timeout"`` (or an iterable of kinds) into kinds in canonical order.
+
+        ``None``, ``""`` and ``"all"`` mean every kind. Duplicates are dropped, and
+        the result is in declaration order so ``"timeout,rate_limit"`` and
+        ``"rate_limit,timeout"`` inject the same faults.
+        """
+        if text is None:
+            return tuple(cls)
+        if isinstance(text, str):
+            items: list[str | FaultKind] = [p for p in (s.strip() for s in text.split(",")) if p]
+            if not items or [str(i).lower() for i in items] == ["all"]:
+                return tuple(cls)
+        else:
+            items = list(text)
+        chosen = {cls.parse(item) for item in items}
+        return tuple(kind for kind in cls if kind in chosen)
+
+
+def _valid_kinds() -> str:
+    return ", ".join(kind.value for kind in FaultKind)
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedFault:
+    """One fault the harness injected: who called, when, which kind, at which layer."""
+
+    agent: Any
+    step: int | None
+    call: int
+    kind: FaultKind
+    layer: str
+    test_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``kind`` as its string value)."""
+        return {
+            "agent": self.agent,
+            "step": self.step,
+            "call": self.call,
+            "kind": self.kind.value,
+            "layer": self.layer,
+            "test_id": self.test_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InjectedFault:
+        """Rebuild a fault from :meth:`to_dict` output; ValueError on a bad kind or layer."""
+        layer = data.get("layer", "provider")
+        if layer not in LAYERS:
+            raise ValueError(
+                f"mesa_llm_testing: unknown fault layer {layer!r}; "
+                f"valid layers: {', '.join(LAYERS)}"
+            )
+        try:
+            call = int(data["call"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"mesa_llm_testing: an injected fault needs an integer 'call'; got {dict(data)!r}"
+            ) from None
+        return cls(
+            agent=data.get("agent"),
+            step=data.get("step"),
+            call=call,
+            kind=FaultKind.parse(data["kind"]),
+            layer=layer,
+            test_id=str(data.get("test_id", "")),
+        )
+
+    def sort_key(self) -> tuple[str, str, str, int, str]:
+        """A total order for comparing records made in different orders."""
+        return (self.test_id, repr(self.agent), repr(self.step), self.call, self.kind.value)
+
+
+def _check_rate(rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ValueError(
+            f"mesa_llm_testing: fault rate must be a number from 0 to 1 "
+            f"(0 = no faults, 1 = every call faults); got {rate!r}"
+        )
+    value = float(rate)
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(
+            f"mesa_llm_testing: fault rate must be from 0 to 1 "
+            f"(0 = no faults, 1 = every call faults); got {rate!r}"
+        )
+    return value
+
+
+def _key_part(value: Any) -> str:
+    # Stable across processes: ints, strs and None render the same everywhere.
+    return "None" if value is None else str(value)
+
+
+class FaultPlan:
+    """Which LLM calls fault, decided deterministically, plus the record of faults injected.
+
+    ``rate`` is the probability (0 to 1) that a call faults; the kind is drawn from
+    ``kinds`` (default: every kind) by the same hash. Scripted faults added with
+    :meth:`at` take precedence over the rate. Counters and records are thread-safe.
+    """
+
+    def __init__(
+        self,
+        rate: float = 0.0,
+        *,
+        kinds: Iterable[FaultKind | str] | str | None = None,
+        seed: int = 0,
+        test_id: str = "",
+    ) -> None:
+        self.rate = _check_rate(rate)
+        self.kinds = FaultKind.parse_many(kinds)
+        if not self.kinds:
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan kinds must name at least one fault kind; "
+                f"valid kinds: {_valid_kinds()}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"mesa_llm_testing: FaultPlan seed must be an integer; got {seed!r}")
+        self.seed = seed
+        self.test_id = str(test_id)
+        self._script: dict[tuple[str, str, int], tuple[Any, int | None, int, FaultKind]] = {}
+        self._counters: dict[tuple[Any, Any], int] = {}
+        self._injected: list[InjectedFault] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        kinds = ",".join(k.value for k in self.kinds)
+        return (
+            f"FaultPlan(rate={self.rate:g}, kinds={kinds!r}, seed={self.seed}, "
+            f"test_id={self.test_id!r}, scripted={len(self._script)}, "
+            f"injected={len(self._injected)})"
+        )
+
+    # ------------------------------------------------------------------ deciding
+
+    def at(
+        self, *, agent: Any, step: int | None, call: int = 0, kind: FaultKind | str
+    ) -> FaultPlan:
+        """Script a fault for ``agent``'s ``call``-th LLM call in model step ``step``; chainable.
+
+        ``agent=None`` / ``step=None`` match calls made outside any agent's step.
+        """
+        if isinstance(call, bool) or not isinstance(call, int) or call < 0:
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan.at(call=...) must be an integer >= 0; got {call!r}"
+            )
+        parsed = FaultKind.parse(kind)
+        key = (_key_part(agent), _key_part(step), call)
+        with self._lock:
+            self._script[key] = (agent, step, call, parsed)
+        return self
+
+    @property
+    def scripted(self) -> list[InjectedFault]:
+        """The faults added with :meth:`at`, as records (layer "provider", not yet injected)."""
+        with self._lock:
+            items = list(self._script.values())
+        return [InjectedFault(a, s, c, k, "provider", self.test_id) for (a, s, c, k) in items]
+
+    def decide(self, *, agent: Any, step: int | None, call: int) -> FaultKind | None:
+        """The fault for this call, or None: a pure function of the plan and the call's identity."""
+        if self._script:
+            hit = self._script.get((_key_part(agent), _key_part(step), call))
+            if hit is not None:
+                return hit[3]
+        if self.rate <= 0.0:
+            return None
+        digest = self._digest(agent, step, call, b"fault")
+        if int.from_bytes(digest[:8], "big") / _TWO_64 >= self.rate:
+            return None
+        return self.kinds[int.from_bytes(digest[8:], "big") % len(self.kinds)]
+
+    def variant(self, *, agent: Any, step: int | None, call: int, choices: int) -> int:
+        """A deterministic index in ``range(choices)`` for shaping a fault (e.g. 500 vs 503)."""
+        digest = self._digest(agent, step, call, b"variant")
+        return int.from_bytes(digest[:8], "big") % choices
+
+    def _digest(self, agent: Any, step: Any, call: int, purpose: bytes) -> bytes:
+        key = "\x1f".join(
+            (str(self.seed), self.test_id, _key_part(agent), _key_part(step), str(call))
+        )
+        return hashlib.blake2b(key.encode(), digest_size=16, person=purpose).digest()
+
+    # ------------------------------------------------------------------ counting and recording
+
+    def next_call(self, *, agent: Any, step: int | None) -> int:
+        """Return this ``(agent, step)``'s next call index (0, 1, ...); thread-safe."""
+        key = (agent, step)
+        with self._lock:
+            index = self._counters.get(key, 0)
+            self._counters[key] = index + 1
+        return index
+
+    def record(self, fault: InjectedFault) -> None:
+        """Add ``fault`` to :attr:`injected`; thread-safe."""
+        with self._lock:
+            self._injected.append(fault)
+
+    @property
+    def injected(self) -> list[InjectedFault]:
+        """The injected faults in record order (a copy; sort with ``InjectedFault.sort_key``)."""
+        with self._lock:
+            return list(self._injected)
+
+    def counts_by_kind(self) -> dict[str, int]:
+        """How many faults of each kind were injected, keyed by kind value, in kind order."""
+        counts = Counter(f.kind for f in self.injected)
+        return {kind.value: counts[kind] for kind in FaultKind if counts[kind]}
+
+    def reset(self) -> None:
+        """Clear call counters and records; keep rate, kinds, seed, test id and scripted faults."""
+        with self._lock:
+            self._counters.clear()
+            self._injected.clear()
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """Serialise the settings, scripted faults and injected faults."""
+        data = {
+            "version": _TRACE_VERSION,
+            "rate": self.rate,
+            "kinds": [k.value for k in self.kinds],
+            "seed": self.seed,
+            "test_id": self.test_id,
+            "scripted": [f.to_dict() for f in self.scripted],
+            "injected": [f.to_dict() for f in self.injected],
+        }
+        return json.dumps(data, indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str, *, test_id: str | None = None) -> FaultPlan:
+        """A plan replaying exactly the faults recorded in ``text`` (rate 0, each one scripted).
+
+        ``text`` is :meth:`to_json` output or a JSON list of :meth:`InjectedFault.to_dict`
+        records. With ``test_id``, only that test's faults are replayed.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"mesa_llm_testing: cannot read fault plan JSON: {exc}") from None
+        if isinstance(data, list):
+            settings: Mapping[str, Any] = {}
+            records = data
+        elif isinstance(data, dict):
+            settings = data
+            records = data.get("injected", [])
+        else:
+            raise ValueError(
+                "mesa_llm_testing: fault plan JSON must be an object from FaultPlan.to_json() "
+                f"or a list of injected faults; got {type(data).__name__}"
+            )
+        faults = [InjectedFault.from_dict(r) for r in records]
+        if test_id is not None:
+            faults = [f for f in faults if f.test_id == test_id]
+        return cls.replay(
+            faults,
+            kinds=settings.get("kinds"),
+            seed=int(settings.get("seed", 0)),
+            test_id=test_id if test_id is not None else str(settings.get("test_id", "")),
+        )
+
+    @classmethod
+    def replay(
+        cls,
+        faults: Iterable[InjectedFault],
+        *,
+        kinds: Iterable[FaultKind | str] | str | None = None,
+        seed: int = 0,
+        test_id: str = "",
+    ) -> FaultPlan:
+        """A plan (rate 0) that injects exactly ``faults`` at the same (agent, step, call)."""
+        plan = cls(0.0, kinds=kinds or None, seed=seed, test_id=test_id)
+        for f in faults:
+            plan.at(agent=f.agent, step=f.step, call=f.call, kind=f.kind)
+        return plan

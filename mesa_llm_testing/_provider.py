@@ -1,0 +1,453 @@
+"""The litellm custom provider ``mesa-fake`` and the "answer every litellm call" interception.
+
+Imported only by ``FakeLLM.activate()`` and when a fault must raise a litellm
+exception, so importing it may import litellm.
+
+While at least one fake is active, ``litellm.custom_provider_map`` holds the
+``mesa-fake`` handler and ``litellm.completion`` / ``litellm.acompletion`` are
+wrapped. The wrapper (a) with ``intercept_all`` reroutes any model to
+``mesa-fake/<model>``, remembering the model the caller asked for; (b) lets
+exceptions the fake raised on purpose reach the caller unchanged rather than
+wrapped by litellm; (c) tells litellm 1.10x not to look for MCP tools, which
+imports the optional ``mcp`` package on every call with ``tools``; (d) attaches
+``usage`` after litellm's post-processing (see ``_model_response``). litellm's
+"Give Feedback" banner is suppressed while active: faults are expected here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from mesa_llm._litellm import import_litellm
+from mesa_llm_testing._fake import PASSTHROUGH_MARK, FakeLLM, FakeRequest
+from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._responses import (
+    SERVER_ERRORS,
+    FakeReply,
+    FakeToolCall,
+    rate_limit_error,
+    rate_limit_headers,
+)
+
+if TYPE_CHECKING:
+    from litellm.types.utils import GenericStreamingChunk
+
+litellm: Any = import_litellm()
+from litellm import CustomLLM  # noqa: E402  (litellm must be imported through import_litellm)
+
+__all__ = ["PROVIDER", "MesaFakeProvider", "activate", "fault_exception"]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER: Final = "mesa-fake"
+#: The URL errors claim to come from (nothing is ever sent there).
+ENDPOINT: Final = "https://mesa-fake.invalid/v1/chat/completions"
+_EXCEPTION_PREFIX: Final = "Mesa-fakeException - "
+#: optional_params the fake interprets itself or that only steer litellm / the SDK.
+_NOT_PARAMS: Final = frozenset({"tools", "tool_choice", "response_format", "max_retries", "stream"})
+
+# The model string the caller passed, set by the wrapper for the provider to record.
+_asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mesa_fake_asked_model", default=None
+)
+
+
+# --------------------------------------------------------------------------- faults as errors
+
+
+def fault_exception(fake: FakeLLM, request: FakeRequest, kind: FaultKind) -> Exception:
+    """The litellm exception a real provider failure of ``kind`` arrives as."""
+    model = request.model
+    http_request = httpx.Request("POST", ENDPOINT)
+    request_id = "req_" + fake.rng(request, "request-id").hex(24)
+    if kind is FaultKind.RATE_LIMIT:
+        error = rate_limit_error(model, fake.retry_after)
+        headers = rate_limit_headers(fake.retry_after, request_id)
+        response = httpx.Response(429, headers=headers, json={"error": error}, request=http_request)
+        exc: Exception = litellm.RateLimitError(
+            message=_EXCEPTION_PREFIX + error["message"],
+            llm_provider=PROVIDER,
+            model=model,
+            response=response,
+            headers={k: headers[k] for k in ("retry-after", "retry-after-ms")},
+            body=error,
+        )
+        # Where litellm keeps a real provider's response headers (e.response.headers is rebuilt).
+        exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
+        return exc
+    if kind is FaultKind.TIMEOUT:
+        return litellm.Timeout(
+            message=_EXCEPTION_PREFIX + "Request timed out.",
+            model=model,
+            llm_provider=PROVIDER,
+        )
+    if kind is FaultKind.SERVER_ERROR:
+        status, error = SERVER_ERRORS[fake.fault_variant(request, len(SERVER_ERRORS))]
+        response = httpx.Response(
+            status,
+            headers={"x-request-id": request_id},
+            json={"error": error},
+            request=http_request,
+        )
+        cls = litellm.InternalServerError if status == 500 else litellm.ServiceUnavailableError
+        exc = cls(
+            message=f"{_EXCEPTION_PREFIX}{error['message']}",
+            llm_provider=PROVIDER,
+            model=model,
+            response=response,
+        )
+        exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
+        return exc
+    if kind is FaultKind.CONNECTION_ERROR:
+        return litellm.APIConnectionError(
+            message=_EXCEPTION_PREFIX + "Connection error.",
+            llm_provider=PROVIDER,
+            model=model,
+            request=http_request,
+        )
+    raise ValueError(f"mesa_llm_testing: fault kind {kind.value!r} is not an error fault")
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class MesaFakeProvider(CustomLLM):
+    """litellm custom provider answering ``mesa-fake/...`` with the innermost active ``FakeLLM``."""
+
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Answer a sync litellm call."""
+        fake, request = _begin(model, messages, kwargs)
+        if fake.latency:
+            time.sleep(fake.latency)
+        return _model_response(fake, request, fake.answer(request), model)
+
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Answer an async litellm call (``latency`` is awaited)."""
+        fake, request = _begin(model, messages, kwargs)
+        if fake.latency:
+            await asyncio.sleep(fake.latency)
+        return _model_response(fake, request, fake.answer(request), model)
+
+    def streaming(  # type: ignore[override]
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> Iterator[GenericStreamingChunk]:
+        """Answer ``stream=True``: one chunk per tool call (or one text chunk)."""
+        fake, request = _begin(model, messages, kwargs)
+        if fake.latency:
+            time.sleep(fake.latency)
+        return iter(_chunks(fake.answer(request)))
+
+    async def astreaming(  # type: ignore[override]
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[GenericStreamingChunk]:
+        """Async :meth:`streaming`."""
+        fake, request = _begin(model, messages, kwargs)
+        if fake.latency:
+            await asyncio.sleep(fake.latency)
+        for chunk in _chunks(fake.answer(request)):
+            yield chunk
+
+
+def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeLLM, FakeRequest]:
+    fake = _innermost()
+    if fake is None:
+        exc = RuntimeError(
+            "mesa_llm_testing: the 'mesa-fake' litellm provider was called but no FakeLLM is "
+            "active; wrap the code in 'with FakeLLM().activate():' (or use the fake_llm fixture)"
+        )
+        setattr(exc, PASSTHROUGH_MARK, True)
+        raise exc
+    optional: dict[str, Any] = kwargs.get("optional_params") or {}
+    asked = _asked_model.get() or f"{PROVIDER}/{model}"
+    params = {k: v for k, v in optional.items() if k not in _NOT_PARAMS}
+    request = fake.make_request(
+        asked,
+        messages,
+        optional.get("tools"),
+        optional.get("tool_choice"),
+        optional.get("response_format"),
+        params,
+        "provider",
+    )
+    return fake, request
+
+
+def _model_response(fake: FakeLLM, request: FakeRequest, reply: FakeReply, model: str) -> Any:
+    response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
+    # Called through the wrapper, usage is attached after litellm's post-processing: with
+    # usage, litellm searches its cost map for the (unknown) model to explain a $0 cost,
+    # which costs more than the rest of the fake call.
+    response = reply.to_model_response(
+        model=model,
+        response_id=response_id,
+        messages=request.messages,
+        with_usage=_asked_model.get() is None,
+    )
+    # A fake costs nothing; saying so spares litellm computing a cost for an unknown model.
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, dict) and hidden.get("response_cost") is None:
+        hidden["response_cost"] = 0.0
+    return response
+
+
+def _attach_usage(response: Any, kwargs: dict[str, Any]) -> Any:
+    """Give a fake ``ModelResponse`` the ``usage`` it was built without (see _model_response)."""
+    if not isinstance(response, litellm.ModelResponse) or getattr(response, "usage", None):
+        return response
+    choices = response.choices or []
+    message = getattr(choices[0], "message", None) if choices else None
+    reply = FakeReply(
+        getattr(message, "content", None),
+        tuple(
+            FakeToolCall(tc.function.name or "", tc.function.arguments or "", tc.id)
+            for tc in (getattr(message, "tool_calls", None) or [])
+        ),
+    )
+    response.usage = litellm.Usage(**reply.usage(kwargs.get("messages") or []))
+    return response
+
+
+def _chunks(reply: FakeReply) -> list[GenericStreamingChunk]:
+    usage = None
+    if not reply.tool_calls:
+        return [
+            {
+                "text": reply.content or "",
+                "tool_use": None,
+                "is_finished": True,
+                "finish_reason": reply.finish,
+                "usage": usage,
+                "index": 0,
+            }
+        ]
+    chunks: list[GenericStreamingChunk] = []
+    for i, tc in enumerate(reply.tool_calls):
+        last = i == len(reply.tool_calls) - 1
+        chunks.append(
+            {
+                "text": reply.content or "" if i == 0 else "",
+                "tool_use": {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": tc.arguments},
+                    "index": i,
+                },
+                "is_finished": last,
+                "finish_reason": reply.finish if last else "",
+                "usage": usage,
+                "index": 0,
+            }
+        )
+    return chunks
+
+
+# --------------------------------------------------------------------------- activation
+
+
+@dataclass(eq=False)
+class _Activation:
+    fake: FakeLLM
+    intercept_all: bool
+
+
+_lock = threading.RLock()
+_active: list[_Activation] = []
+_handler_item: dict[str, Any] | None = None
+_originals: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+_wrappers: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+_added_names: list[tuple[list[str], str]] = []
+_saved_suppress_debug_info: Any = None
+
+
+def _innermost_activation() -> _Activation | None:
+    try:
+        return _active[-1]  # atomic under the GIL; another thread may empty the list
+    except IndexError:
+        return None
+
+
+def _innermost() -> FakeLLM | None:
+    entry = _innermost_activation()
+    return None if entry is None else entry.fake
+
+
+@contextmanager
+def activate(fake: FakeLLM, *, intercept_all: bool = True) -> Iterator[FakeLLM]:
+    """Context manager behind :meth:`FakeLLM.activate`."""
+    from mesa_llm.module_llm import override_retry_sleep, skip_api_key_check
+
+    entry = _Activation(fake, bool(intercept_all))
+    with ExitStack() as stack:
+        stack.enter_context(skip_api_key_check())
+        stack.enter_context(override_retry_sleep(fake.record_sleep))
+        _push(entry)
+        stack.callback(_pop, entry)
+        yield fake
+
+
+def _push(entry: _Activation) -> None:
+    with _lock:
+        if not _active:
+            _install()
+        _active.append(entry)
+
+
+def _pop(entry: _Activation) -> None:
+    with _lock:
+        for i in range(len(_active) - 1, -1, -1):
+            if _active[i] is entry:
+                del _active[i]
+                break
+        if not _active:
+            _uninstall()
+
+
+def _install() -> None:
+    global _handler_item, _originals, _wrappers, _saved_suppress_debug_info
+    # litellm prints a "Give Feedback" banner to stdout for every failed call; faults are expected.
+    _saved_suppress_debug_info = litellm.suppress_debug_info
+    litellm.suppress_debug_info = True
+    _handler_item = {"provider": PROVIDER, "custom_handler": MesaFakeProvider()}
+    litellm.custom_provider_map.append(_handler_item)
+    for names in (litellm.provider_list, litellm._custom_providers):
+        if PROVIDER not in names:
+            names.append(PROVIDER)
+            _added_names.append((names, PROVIDER))
+    sync_original, async_original = litellm.completion, litellm.acompletion
+    _originals = (sync_original, async_original)
+    _wrappers = (_wrap_sync(sync_original), _wrap_async(async_original))
+    litellm.completion, litellm.acompletion = _wrappers
+
+
+def _uninstall() -> None:
+    global _handler_item, _originals, _wrappers
+    if _handler_item is not None:
+        litellm.custom_provider_map[:] = [
+            item for item in litellm.custom_provider_map if item is not _handler_item
+        ]
+        _handler_item = None
+    while _added_names:
+        names, name = _added_names.pop()
+        if name in names:
+            names.remove(name)
+    if _originals is not None and _wrappers is not None:
+        for attr, original, wrapper in zip(
+            ("completion", "acompletion"), _originals, _wrappers, strict=True
+        ):
+            if getattr(litellm, attr) is wrapper:
+                setattr(litellm, attr, original)
+            else:  # someone patched over our wrapper; it passes calls through once inactive
+                logger.warning(
+                    "mesa_llm_testing: litellm.%s was replaced while a FakeLLM was active; "
+                    "leaving the replacement in place",
+                    attr,
+                )
+    _originals = _wrappers = None
+    litellm.suppress_debug_info = _saved_suppress_debug_info
+
+
+# --------------------------------------------------------------------------- the wrappers
+
+
+@functools.cache
+def _mcp_installed() -> bool:
+    return importlib.util.find_spec("mcp") is not None
+
+
+def _route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
+    """Rewrite the call for the fake (``kwargs`` in place); None if the call is not the fake's."""
+    entry = _innermost_activation()
+    if entry is None:
+        return None
+    _skip_mcp_lookup(kwargs)
+    model = str((args[0] if args else kwargs.get("model")) or "")
+    if not model.startswith(PROVIDER + "/") and not entry.intercept_all:
+        return None
+    if args:  # litellm.completion(model, messages, ...)
+        if len(args) > 1:
+            kwargs["messages"] = args[1]
+        args = args[2:]
+    kwargs["model"] = model if model.startswith(PROVIDER + "/") else f"{PROVIDER}/{model}"
+    kwargs["custom_llm_provider"] = PROVIDER
+    return args, model
+
+
+def _skip_mcp_lookup(kwargs: dict[str, Any]) -> None:
+    # litellm 1.10x imports its MCP gateway (and the optional `mcp` package) for any call
+    # with tools; without `mcp` installed every such call fails. Plain function tools never
+    # need the gateway, so tell litellm to skip it (a no-op where `mcp` is installed).
+    tools = kwargs.get("tools")
+    if tools and not _mcp_installed() and not any(_is_mcp_tool(t) for t in tools):
+        kwargs.setdefault("_skip_mcp_handler", True)
+
+
+def _is_mcp_tool(tool: Any) -> bool:
+    return isinstance(tool, dict) and tool.get("type") == "mcp"
+
+
+def _unwrapped(exc: BaseException) -> BaseException | None:
+    """The exception the fake raised on purpose if litellm wrapped it, else None."""
+    if getattr(exc, PASSTHROUGH_MARK, False):
+        return None
+    seen: BaseException | None = exc
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return None
+        if getattr(seen, PASSTHROUGH_MARK, False):
+            return seen
+    return None
+
+
+def _wrap_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def completion(*args: Any, **kwargs: Any) -> Any:
+        routed = _route(args, kwargs)
+        if routed is None:
+            return original(*args, **kwargs)
+        rest, asked = routed
+        token = _asked_model.set(asked)
+        try:
+            return _attach_usage(original(*rest, **kwargs), kwargs)
+        except Exception as exc:
+            inner = _unwrapped(exc)
+            if inner is None:
+                raise
+            raise inner from None
+        finally:
+            _asked_model.reset(token)
+
+    return completion
+
+
+def _wrap_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def acompletion(*args: Any, **kwargs: Any) -> Any:
+        routed = _route(args, kwargs)
+        if routed is None:
+            return await original(*args, **kwargs)
+        rest, asked = routed
+        token = _asked_model.set(asked)
+        try:
+            return _attach_usage(await original(*rest, **kwargs), kwargs)
+        except Exception as exc:
+            inner = _unwrapped(exc)
+            if inner is None:
+                raise
+            raise inner from None
+        finally:
+            _asked_model.reset(token)
+
+    return acompletion

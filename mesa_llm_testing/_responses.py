@@ -1,0 +1,634 @@
+"""Replies of the fake LLM: the reply type, the seeded generator, and malformed variants.
+
+Everything here is pure and cheap: no litellm import until a reply is turned into a
+``litellm.ModelResponse``. Randomness comes from a SplitMix64 stream seeded by
+``hashlib.blake2b``, so a reply is a pure function of its seed material.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Final
+
+__all__ = ["FakeReply", "FakeToolCall", "RequestShape", "Rng"]
+
+#: ``created`` of every fake completion: a fixed instant keeps replies reproducible.
+CREATED: Final = 1_700_000_000
+SYSTEM_FINGERPRINT: Final = "fp_mesa_fake"
+
+_MASK64: Final = (1 << 64) - 1
+_MAPS: Final = (dict, Mapping)  # dict first: isinstance on the ABC alone is slow
+_MAX_DEPTH: Final = 6
+
+_SENTENCES: Final = (
+    "I will stay where I am and observe my surroundings.",
+    "I will move towards the nearest neighbour.",
+    "I agree with the proposal.",
+    "I decline; the offer does not suit me.",
+    "I will share what I know with the others.",
+    "Let me wait one more step before deciding.",
+    "I will explore the area to the north.",
+    "I will trade with the agent next to me.",
+    "I need more information before I act.",
+    "I will cooperate this round.",
+)
+_WORDS: Final = (
+    "alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harbor",
+    "iris", "juniper", "kestrel", "lumen", "meadow", "nova", "orchid", "pebble",
+)  # fmt: skip
+
+
+class Rng:
+    """A tiny deterministic SplitMix64 stream (cheaper to seed than ``random.Random``)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, *parts: object) -> None:
+        key = "\x1f".join([str(p) for p in parts]).encode()  # str(None) == "None"
+        digest = hashlib.blake2b(key, digest_size=8, person=b"mesa-fake-reply").digest()
+        self._state = int.from_bytes(digest, "big")
+
+    def next(self) -> int:
+        """The next 64-bit value."""
+        self._state = (self._state + 0x9E3779B97F4A7C15) & _MASK64
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+
+    def below(self, n: int) -> int:
+        """An integer in ``range(n)``."""
+        return self.next() % n if n > 0 else 0
+
+    def uniform(self) -> float:
+        """A float in ``[0, 1)``."""
+        return (self.next() >> 11) / float(1 << 53)
+
+    def choice(self, items: Sequence[Any]) -> Any:
+        """One of ``items``."""
+        return items[self.below(len(items))]
+
+    def hex(self, length: int) -> str:
+        """``length`` hex digits."""
+        out = ""
+        while len(out) < length:
+            out += f"{self.next():016x}"
+        return out[:length]
+
+
+# --------------------------------------------------------------------------- reply types
+
+
+@dataclass(frozen=True, slots=True)
+class FakeToolCall:
+    """One tool call in a fake reply; ``arguments`` is the JSON text exactly as sent."""
+
+    name: str
+    arguments: str = "{}"
+    id: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI ``tool_calls[i]`` object."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FakeReply:
+    """What the fake LLM answers: text and/or tool calls (or a ``ModelResponse`` as given).
+
+    Reads like a ``ModelResponse`` where it matters: ``reply.choices[0].message.content``
+    and ``.tool_calls[i].function.arguments`` work; :meth:`to_model_response` and
+    :meth:`to_openai` give the real objects.
+    """
+
+    content: str | None = None
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    finish_reason: str | None = None
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def finish(self) -> str:
+        """The finish reason sent: given, else ``tool_calls`` or ``stop``."""
+        if self.finish_reason is not None:
+            return self.finish_reason
+        return "tool_calls" if self.tool_calls else "stop"
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The OpenAI assistant message."""
+        return {
+            "role": "assistant",
+            "content": self.content,
+            "tool_calls": [tc.to_openai() for tc in self.tool_calls] or None,
+            "refusal": None,
+        }
+
+    @property
+    def choices(self) -> list[Any]:
+        """``ModelResponse``-like attribute access: ``choices[0].message.content``."""
+        calls = [
+            SimpleNamespace(
+                id=tc.id,
+                type="function",
+                function=SimpleNamespace(name=tc.name, arguments=tc.arguments),
+            )
+            for tc in self.tool_calls
+        ]
+        message = SimpleNamespace(role="assistant", content=self.content, tool_calls=calls or None)
+        return [SimpleNamespace(index=0, message=message, finish_reason=self.finish)]
+
+    def json(self) -> Any:
+        """``content`` parsed as JSON (raises ``json.JSONDecodeError`` if it is not JSON)."""
+        return json.loads(self.content or "")
+
+    def with_ids(self, rng: Rng) -> FakeReply:
+        """This reply with an id on every tool call that has none (ids drawn from ``rng``)."""
+        if not self.tool_calls or all(tc.id for tc in self.tool_calls):
+            return self
+        calls = tuple(
+            tc if tc.id else FakeToolCall(tc.name, tc.arguments, "call_" + rng.hex(24))
+            for tc in self.tool_calls
+        )
+        return FakeReply(self.content, calls, self.finish_reason, self.raw)
+
+    def usage(self, messages: Sequence[Any]) -> dict[str, int]:
+        """Rough token counts (4 characters a token), like a provider's ``usage``."""
+        prompt = sum(len(str(_content_of(m) or "")) for m in messages) // 4 + 1
+        completion = (
+            len(self.content or "")
+            + sum(len(tc.name) + len(tc.arguments) for tc in self.tool_calls)
+        ) // 4 + 1
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def to_openai(
+        self, *, model: str, response_id: str, messages: Sequence[Any] = ()
+    ) -> dict[str, Any]:
+        """The OpenAI ``chat.completion`` JSON body."""
+        if self.raw is not None:
+            body: dict[str, Any] = self.raw.model_dump(exclude_none=False)
+            body.pop("_hidden_params", None)
+            return body
+        return {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": self.message,
+                    "logprobs": None,
+                    "finish_reason": self.finish,
+                }
+            ],
+            "usage": self.usage(messages),
+        }
+
+    def to_model_response(
+        self,
+        *,
+        model: str,
+        response_id: str,
+        messages: Sequence[Any] = (),
+        with_usage: bool = True,
+    ) -> Any:
+        """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given)."""
+        if self.raw is not None:
+            return self.raw.model_copy(deep=True)
+        from litellm.types.utils import (
+            ChatCompletionMessageToolCall,
+            Choices,
+            Function,
+            Message,
+            ModelResponse,
+            Usage,
+        )
+
+        tool_calls = [
+            ChatCompletionMessageToolCall(
+                id=tc.id, type="function", function=Function(name=tc.name, arguments=tc.arguments)
+            )
+            for tc in self.tool_calls
+        ] or None
+        extra: dict[str, Any] = {}
+        if with_usage:
+            extra["usage"] = Usage(**self.usage(messages))  # type: ignore[arg-type]
+        return ModelResponse(
+            id=response_id,
+            created=CREATED,
+            model=model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=[
+                Choices(
+                    index=0,
+                    finish_reason=self.finish,
+                    message=Message(content=self.content, role="assistant", tool_calls=tool_calls),
+                )
+            ],
+            **extra,
+        )
+
+    @classmethod
+    def from_model_response(cls, response: Any) -> FakeReply:
+        """Wrap a ``ModelResponse`` given as a reply; content and tool calls are read from it."""
+        content: str | None = None
+        calls: tuple[FakeToolCall, ...] = ()
+        finish: str | None = None
+        choices = getattr(response, "choices", None) or []
+        if choices:
+            message = getattr(choices[0], "message", None)
+            finish = getattr(choices[0], "finish_reason", None)
+            content = getattr(message, "content", None)
+            calls = tuple(
+                FakeToolCall(tc.function.name, tc.function.arguments or "", tc.id)
+                for tc in (getattr(message, "tool_calls", None) or [])
+            )
+        return cls(content, calls, finish, raw=response)
+
+
+def _content_of(message: Any) -> Any:
+    if isinstance(message, _MAPS):
+        return message.get("content")
+    return getattr(message, "content", None)
+
+
+def _role_of(message: Any) -> Any:
+    if isinstance(message, _MAPS):
+        return message.get("role")
+    return getattr(message, "role", None)
+
+
+# --------------------------------------------------------------------------- request shape
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """What a request asks for: which tools may be called, and which output format."""
+
+    tools: tuple[tuple[str, Mapping[str, Any]], ...]
+    forced_tool: str | None  # a tool the request names in tool_choice
+    tool_mode: str  # "auto" | "required" | "none"
+    output: str  # "text" | "json_object" | "json_schema"
+    schema: Mapping[str, Any] | None
+    after_tool_result: bool  # the last message is a tool result
+
+    @classmethod
+    def of(
+        cls, messages: Sequence[Any], tools: Any, tool_choice: Any, response_format: Any
+    ) -> RequestShape:
+        """Read the shape of an OpenAI-style request."""
+        specs: list[tuple[str, Mapping[str, Any]]] = []
+        for tool in tools or ():
+            fn = tool.get("function") if isinstance(tool, _MAPS) else None
+            if isinstance(fn, _MAPS) and fn.get("name"):
+                specs.append((str(fn["name"]), fn.get("parameters") or {}))
+        forced: str | None = None
+        mode = "auto"
+        if isinstance(tool_choice, str):
+            mode = tool_choice if tool_choice in ("none", "required") else "auto"
+        elif isinstance(tool_choice, _MAPS):
+            fn = tool_choice.get("function")
+            if isinstance(fn, _MAPS) and fn.get("name"):
+                forced, mode = str(fn["name"]), "required"
+        output, schema = _output_of(response_format)
+        last_role = _role_of(messages[-1]) if messages else None
+        return cls(tuple(specs), forced, mode, output, schema, last_role in ("tool", "function"))
+
+    @property
+    def wants_tool_call(self) -> bool:
+        """A tool call is the natural reply: tools offered, allowed, and no tool result to read."""
+        if not self.tools or self.tool_mode == "none":
+            return False
+        return self.tool_mode == "required" or not self.after_tool_result
+
+    def pick_tool(self, rng: Rng) -> tuple[str, Mapping[str, Any]]:
+        """The forced tool if any, else one drawn from ``rng``."""
+        if self.forced_tool is not None:
+            for spec in self.tools:
+                if spec[0] == self.forced_tool:
+                    return spec
+            return (self.forced_tool, {})
+        return self.tools[rng.below(len(self.tools))]
+
+
+def _output_of(response_format: Any) -> tuple[str, Mapping[str, Any] | None]:
+    if response_format is None:
+        return "text", None
+    schema_fn = getattr(response_format, "model_json_schema", None)
+    if isinstance(response_format, type) and callable(schema_fn):
+        return "json_schema", schema_fn()
+    if isinstance(response_format, _MAPS):
+        kind = response_format.get("type")
+        if kind == "json_object":
+            return "json_object", None
+        if kind == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            schema = spec.get("schema") if isinstance(spec, _MAPS) else None
+            return "json_schema", schema if isinstance(schema, _MAPS) else {}
+    return "text", None
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def generate_reply(shape: RequestShape, rng: Rng) -> FakeReply:
+    """The seeded default reply: a tool call, JSON matching the schema, or a short sentence."""
+    if shape.wants_tool_call:
+        name, params = shape.pick_tool(rng)
+        args = SchemaValues(params, rng).value()
+        if not isinstance(args, dict):
+            args = {}
+        return FakeReply(None, (FakeToolCall(name, json.dumps(args)),))
+    if shape.output == "json_schema":
+        return FakeReply(json.dumps(SchemaValues(shape.schema or {}, rng).value()))
+    if shape.output == "json_object":
+        return FakeReply(json.dumps({"response": rng.choice(_SENTENCES), "confidence": 0.9}))
+    return FakeReply(rng.choice(_SENTENCES))
+
+
+def malformed_reply(shape: RequestShape, rng: Rng) -> FakeReply:
+    """A reply shaped like the request but unusable.
+
+    Invalid tool-call arguments when tools are offered, schema-violating JSON when a
+    schema is requested, else truncated JSON.
+    """
+    if shape.tools and shape.tool_mode != "none":
+        name, params = shape.pick_tool(rng)
+        args = SchemaValues(params, rng).value()
+        text = json.dumps(args if isinstance(args, dict) and args else {"value": 1})
+        return FakeReply(None, (FakeToolCall(name, truncate_json(text)),))
+    if shape.output == "json_schema":
+        return FakeReply(json.dumps(violate_schema(shape.schema or {}, rng)))
+    sample = {"action": rng.choice(_WORDS), "target": {"x": rng.below(10), "y": rng.below(10)}}
+    return FakeReply(truncate_json(json.dumps(sample)))
+
+
+def empty_reply() -> FakeReply:
+    """A 200 with empty content and no tool calls."""
+    return FakeReply("", (), "stop")
+
+
+def truncate_json(text: str) -> str:
+    """``text`` cut short so that it no longer parses as JSON."""
+    cut = text[: max(1, (len(text) * 2) // 3)]
+    while True:
+        try:
+            json.loads(cut)
+        except ValueError:
+            return cut
+        cut += ',"'  # a complete prefix (e.g. a bare number) made invalid
+
+
+def violate_schema(schema: Mapping[str, Any], rng: Rng) -> Any:
+    """Valid JSON that does not match ``schema``: a required field missing, or the wrong type."""
+    resolved = SchemaValues(schema, rng).resolve(schema)
+    valid = SchemaValues(schema, rng).value()
+    required = resolved.get("required") or []
+    if isinstance(valid, dict) and required:
+        broken = dict(valid)
+        broken.pop(required[rng.below(len(required))], None)
+        return broken
+    kind = _type_of(resolved)
+    if kind == "object":
+        return [valid]
+    if kind == "array":
+        return {"items": valid}
+    if kind in ("integer", "number", "boolean", "null"):
+        return "not a " + kind
+    return {"unexpected": valid}
+
+
+def _type_of(schema: Mapping[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
+    if kind is None and "properties" in schema:
+        return "object"
+    return kind if isinstance(kind, str) else None
+
+
+class SchemaValues:
+    """Plausible values for a JSON schema (the subset tools and structured outputs use)."""
+
+    __slots__ = ("_rng", "_root")
+
+    def __init__(self, root: Mapping[str, Any], rng: Rng) -> None:
+        self._root = root
+        self._rng = rng
+
+    def value(self) -> Any:
+        """A value matching the root schema."""
+        return self._gen(self._root, "value", 0)
+
+    def resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``schema`` with local ``$ref`` and ``allOf`` merged in."""
+        seen = 0
+        while "$ref" in schema and seen < 16:
+            schema = {
+                **self._lookup(str(schema["$ref"])),
+                **{k: v for k, v in schema.items() if k != "$ref"},
+            }
+            seen += 1
+        if "allOf" in schema:
+            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+            for part in schema["allOf"]:
+                part = self.resolve(part)
+                for key, val in part.items():
+                    if key == "properties":
+                        merged["properties"] = {**merged.get("properties", {}), **val}
+                    elif key == "required":
+                        merged["required"] = [*merged.get("required", []), *val]
+                    else:
+                        merged.setdefault(key, val)
+            schema = merged
+        return schema
+
+    def _lookup(self, ref: str) -> Mapping[str, Any]:
+        if not ref.startswith("#/"):
+            return {}
+        node: Any = self._root
+        for part in ref[2:].split("/"):
+            node = (
+                node.get(part.replace("~1", "/").replace("~0", "~"), {})
+                if isinstance(node, _MAPS)
+                else {}
+            )
+        return node if isinstance(node, _MAPS) else {}
+
+    def _gen(self, schema: Any, name: str, depth: int) -> Any:
+        if not isinstance(schema, _MAPS):
+            return None
+        if "$ref" in schema or "allOf" in schema:
+            schema = self.resolve(schema)
+        rng = self._rng
+        if "const" in schema:
+            return schema["const"]
+        if schema.get("enum"):
+            return rng.choice(schema["enum"])
+        options = schema.get("anyOf") or schema.get("oneOf")
+        if options:
+            non_null = [
+                o for o in options if not (isinstance(o, _MAPS) and o.get("type") == "null")
+            ]
+            return self._gen(rng.choice(non_null or options), name, depth + 1)
+        if "default" in schema and rng.below(4) == 0:
+            return schema["default"]
+        kind = schema.get("type")
+        if not isinstance(kind, str):
+            kind = _type_of(schema)
+        if kind == "object" or (kind is None and "properties" in schema):
+            return self._object(schema, depth)
+        if kind == "array":
+            return self._array(schema, name, depth)
+        if kind == "integer":
+            lo, hi = self._bounds(schema, integer=True)
+            return int(lo) + rng.below(int(hi) - int(lo) + 1)
+        if kind == "number":
+            lo, hi = self._bounds(schema, integer=False)
+            return round(lo + (hi - lo) * rng.uniform(), 2) if hi > lo else lo
+        if kind == "boolean":
+            return rng.below(2) == 1
+        if kind == "null":
+            return None
+        return self._string(schema, name)
+
+    def _object(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
+        props: Mapping[str, Any] = schema.get("properties") or {}
+        required = set(schema.get("required") or [])
+        out: dict[str, Any] = {}
+        for key, sub in props.items():
+            if depth >= _MAX_DEPTH and key not in required:
+                continue
+            out[key] = self._gen(sub, key, depth + 1)
+        return out
+
+    def _array(self, schema: Mapping[str, Any], name: str, depth: int) -> list[Any]:
+        lo = int(schema.get("minItems", 0))
+        hi = int(schema.get("maxItems", max(lo, 3)))
+        count = lo if depth >= _MAX_DEPTH else min(hi, max(lo, 1 + self._rng.below(3)))
+        prefix = schema.get("prefixItems") or []
+        items = schema.get("items", {})
+        out = [self._gen(prefix[i], name, depth + 1) for i in range(min(count, len(prefix)))]
+        while len(out) < count:
+            out.append(self._gen(items, name, depth + 1))
+        if schema.get("uniqueItems"):
+            unique: list[Any] = []
+            for item in out:
+                if item not in unique:
+                    unique.append(item)
+            out = unique if len(unique) >= lo else out
+        return out
+
+    @staticmethod
+    def _bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[float, float]:
+        step = 1.0 if integer else 0.01
+        lo: float | None = schema.get("minimum")
+        if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
+            lo = schema["exclusiveMinimum"] + step
+        hi: float | None = schema.get("maximum")
+        if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
+            hi = schema["exclusiveMaximum"] - step
+        if lo is None:
+            lo = 0.0 if hi is None else hi - 10
+        if hi is None:
+            hi = lo + 10
+        if integer:
+            lo, hi = float(math.ceil(lo)), float(math.floor(hi))
+        return float(lo), float(max(lo, hi))
+
+    def _string(self, schema: Mapping[str, Any], name: str) -> str:
+        rng = self._rng
+        fmt = schema.get("format")
+        if fmt == "date-time":
+            text = f"2024-01-{1 + rng.below(28):02d}T{rng.below(24):02d}:00:00Z"
+        elif fmt == "date":
+            text = f"2024-01-{1 + rng.below(28):02d}"
+        elif fmt == "email":
+            text = f"{rng.choice(_WORDS)}@example.com"
+        elif fmt in ("uri", "url"):
+            text = f"https://example.com/{rng.choice(_WORDS)}"
+        elif fmt == "uuid":
+            h = rng.hex(32)
+            text = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
+        else:
+            text = (
+                f"{rng.choice(_WORDS)}-{rng.below(100)}"
+                if name == "value"
+                else f"{name}-{rng.choice(_WORDS)}"
+            )
+        lo = int(schema.get("minLength", 0))
+        hi = schema.get("maxLength")
+        if len(text) < lo:
+            text += "x" * (lo - len(text))
+        if hi is not None:
+            text = text[: int(hi)]
+        return text
+
+
+# --------------------------------------------------------------------------- OpenAI-shaped errors
+
+
+def rate_limit_headers(retry_after: float, request_id: str) -> dict[str, str]:
+    """The headers OpenAI sends with a 429: ``retry-after`` (+ ``-ms``) and ``x-ratelimit-*``."""
+    return {
+        "retry-after": f"{retry_after:g}",
+        "retry-after-ms": str(round(retry_after * 1000)),
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-remaining-tokens": "199500",
+        "x-ratelimit-reset-requests": f"{retry_after:g}s",
+        "x-ratelimit-reset-tokens": "150ms",
+        "x-request-id": request_id,
+    }
+
+
+def rate_limit_error(model: str, retry_after: float) -> dict[str, Any]:
+    """OpenAI's 429 ``error`` object for a requests-per-minute limit."""
+    return {
+        "message": (
+            f"Rate limit reached for {model} in organization org-mesa-fake on requests per min "
+            f"(RPM): Limit 500, Used 500, Requested 1. Please try again in {retry_after:g}s. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more."
+        ),
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+
+
+#: (status, ``error`` object) of the two server errors OpenAI returns, chosen per call.
+SERVER_ERRORS: Final = (
+    (
+        500,
+        {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        },
+    ),
+    (
+        503,
+        {
+            "message": "The server is overloaded or not ready yet.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        },
+    ),
+)
