@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from mesa_llm_testing._fake import FakeCall, FakeLLM, FakeRequest, SideEffectExhaustedError
     from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
     from mesa_llm_testing._responses import FakeReply
-    from mesa_llm_testing._runner import RunTrace, run_scenario
+    from mesa_llm_testing._runner import (
+        CallTrace,
+        RunTrace,
+        ScenarioRun,
+        StepTrace,
+        resolve_scenario,
+        run_scenario,
+    )
 
 _LAZY: dict[str, str] = {
     "FakeCall": "mesa_llm_testing._fake",
@@ -25,12 +32,17 @@ _LAZY: dict[str, str] = {
     "FaultKind": "mesa_llm_testing._faults",
     "FaultPlan": "mesa_llm_testing._faults",
     "InjectedFault": "mesa_llm_testing._faults",
+    "CallTrace": "mesa_llm_testing._runner",
     "RunTrace": "mesa_llm_testing._runner",
+    "ScenarioRun": "mesa_llm_testing._runner",
+    "StepTrace": "mesa_llm_testing._runner",
+    "resolve_scenario": "mesa_llm_testing._runner",
     "run_scenario": "mesa_llm_testing._runner",
 }
 _SUBMODULES = {"checks", "strategies"}
 
 __all__ = [
+    "CallTrace",
     "FakeCall",
     "FakeLLM",
     "FakeReply",
@@ -39,8 +51,11 @@ __all__ = [
     "FaultPlan",
     "InjectedFault",
     "RunTrace",
+    "ScenarioRun",
     "SideEffectExhaustedError",
+    "StepTrace",
     "checks",
+    "resolve_scenario",
     "run_scenario",
     "strategies",
 ]

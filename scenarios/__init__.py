@@ -1,0 +1,34 @@
+"""Built-in example models: Mesa models driven by ``LLMAgent``, offline by default.
+
+Each scenario is a Mesa model class taking ``seed``, ``n_agents`` and ``llm_model``
+(default ``"mesa-fake/scenario"``, answered by the test harness's fake LLM; any
+litellm model string works with a key). :data:`REGISTRY` maps each name to its class.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from scenarios._common import ScenarioModel
+from scenarios.civil_violence import CivilViolenceModel
+from scenarios.island_commons import IslandCommonsModel
+from scenarios.negotiation import NegotiationModel
+
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "REGISTRY",
+    "CivilViolenceModel",
+    "IslandCommonsModel",
+    "NegotiationModel",
+    "ScenarioModel",
+]
+
+#: Built-in scenarios by name: ``REGISTRY[name](seed=..., n_agents=...)`` builds the model.
+REGISTRY: Final[dict[str, type[ScenarioModel]]] = {
+    CivilViolenceModel.scenario_name: CivilViolenceModel,
+    NegotiationModel.scenario_name: NegotiationModel,
+    IslandCommonsModel.scenario_name: IslandCommonsModel,
+}
+
+#: The scenario ``mesa-llm-testing run`` runs when none is named.
+DEFAULT_SCENARIO: Final = CivilViolenceModel.scenario_name
