@@ -118,7 +118,7 @@ def bench_size(n: int, latency: float, repeats: int, sequential: bool) -> dict[s
 
 
 def print_rows(title: str, rows: dict[str, float], n: int, ideal: float | None = None) -> None:
-    floor = rows["raw gather (floor)"] if "raw gather (floor)" in rows else None
+    floor = rows.get("raw gather (floor)")
     print(f"\n{title}")
     for name, ms in rows.items():
         extra = f"  {ms / floor:5.2f}x floor" if floor else ""
@@ -130,7 +130,9 @@ def print_rows(title: str, rows: dict[str, float], n: int, ideal: float | None =
 def bench_threading_latency(n: int, latency: float, workers: int, repeats: int) -> None:
     model = BenchModel(n, latency, SyncBenchAgent)
     agents = list(model.agents)
-    kwargs = {"max_workers": workers} if _supports(ps.step_agents_multithreaded, "max_workers") else {}
+    kwargs = (
+        {"max_workers": workers} if _supports(ps.step_agents_multithreaded, "max_workers") else {}
+    )
     ms = _best_ms(lambda: ps.step_agents_multithreaded(agents, **kwargs), repeats)
     ideal = math.ceil(n / workers) * latency * 1e3
     print(

@@ -1,4 +1,4 @@
-"""Behaviour of mesa_llm.parallel_stepping through its public API, in both modes, on real Mesa models."""
+"""mesa_llm.parallel_stepping through its public API, in both modes, on real Mesa models."""
 
 from __future__ import annotations
 

@@ -1,0 +1,113 @@
+"""pytest plugin for mesa-llm models: fault options, the ``mesa_llm`` marker and fixtures.
+
+Registered through the ``pytest11`` entry point. This module is wiring only: the
+machinery lives in :mod:`mesa_llm_testing._pytest_support` (imported when pytest
+configures), and litellm / respx are imported only by a test that uses
+``fake_llm`` or ``fake_llm_http``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._faults import FaultPlan
+    from mesa_llm_testing._pytest_support import SessionFaults
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mesa-llm", "mesa-llm fault injection")
+    options = {
+        "faults": ("RATE", "fraction of LLM calls that fault, from 0 to 1 (default 0)."),
+        "seed": ("INT|last", "base seed of the fakes and faults (default: a fresh one)."),
+        "fault-kinds": ("KINDS", "comma-separated fault kinds to inject (default: all)."),
+        "trace": ("PATH", "write the injected faults as JSON at the end of the session."),
+        "replay": ("PATH", "inject exactly the faults recorded in a --mesa-llm-trace file."),
+    }
+    for name, (metavar, help_text) in options.items():
+        ini_name = "mesa_llm_" + name.replace("-", "_")
+        group.addoption(f"--mesa-llm-{name}", dest=ini_name, metavar=metavar, help=help_text)
+        parser.addini(ini_name, f"default for --mesa-llm-{name}: {help_text}", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mesa_llm(*, faults=None, kinds=None, seed=None): override the fault rate, fault kinds "
+        "or per-test seed of the mesa-llm fixtures for this test; faults=0 turns faults off.",
+    )
+    from mesa_llm_testing._pytest_support import SessionFaults
+
+    SessionFaults.install(config)
+
+
+def _session(request: pytest.FixtureRequest) -> SessionFaults:
+    from mesa_llm_testing._pytest_support import SessionFaults
+
+    return SessionFaults.of(request.config)
+
+
+@pytest.fixture
+def mesa_llm_seed(request: pytest.FixtureRequest) -> int:
+    """The seed of this test: ``--mesa-llm-seed`` plus ``zlib.crc32`` of the test id.
+
+    ``@pytest.mark.mesa_llm(seed=N)`` pins it to ``N``. Use it to seed anything
+    random in a model test so a failure replays from the seed in the header.
+    """
+    return _session(request).seed_for(request.node)
+
+
+@pytest.fixture
+def llm_faults(request: pytest.FixtureRequest) -> FaultPlan:
+    """The ``FaultPlan`` of this test: rate, kinds and seed from the options and marker.
+
+    Script extra faults with ``llm_faults.at(agent=..., step=..., call=..., kind=...)``
+    and inspect ``llm_faults.injected`` afterwards. Faults recorded in it are listed
+    when the test fails, counted in the summary and written to ``--mesa-llm-trace``.
+    """
+    return _session(request).plan_for(request.node)
+
+
+@pytest.fixture
+def fake_llm(llm_faults: FaultPlan, mesa_llm_seed: int) -> Iterator[FakeLLM]:
+    """A ``FakeLLM`` answering every litellm completion in the process during the test.
+
+    Any model string works (``openai/gpt-4o-mini`` runs unchanged), no request leaves
+    the machine, and faults follow ``llm_faults``. Set ``return_value`` or
+    ``side_effect`` to script replies; ``calls`` records every request.
+    """
+    from mesa_llm_testing._fake import FakeLLM
+
+    fake = FakeLLM(seed=mesa_llm_seed, faults=llm_faults)
+    with fake.activate(intercept_all=True):
+        yield fake
+
+
+@pytest.fixture
+def fake_llm_http(fake_llm: FakeLLM) -> Iterator[str]:
+    """The ``api_base`` of an OpenAI-compatible HTTP endpoint served by ``fake_llm``.
+
+    Pass it as ``api_base`` so requests go through litellm, the OpenAI SDK and httpx
+    (served by respx) and faults arrive as real HTTP errors. While it is active,
+    litellm calls are no longer rerouted to the fake's provider (they would skip the
+    HTTP layer); other httpx requests fail as not mocked, so nothing leaves the machine.
+    """
+    # The innermost activation decides routing: this one stops intercept_all.
+    with fake_llm.activate(intercept_all=False), fake_llm.http() as api_base:
+        yield api_base
+
+
+@pytest.fixture(params=["asyncio", "threading"])
+def stepping_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test twice, with ``"asyncio"`` and ``"threading"`` parallel stepping.
+
+    Automatic parallel stepping is disabled again after the test.
+    """
+    yield request.param
+    from mesa_llm.parallel_stepping import disable_automatic_parallel_stepping
+
+    disable_automatic_parallel_stepping()

@@ -1,0 +1,295 @@
+"""The ``mesa-llm-testing`` command: run, replay, list, pictures, usage errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mesa_llm_testing.cli import main
+
+SMALL = ["--agents", "4", "--steps", "2", "-q"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- list and help
+
+
+def test_list_shows_the_built_in_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    import scenarios
+
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == list(scenarios.REGISTRY)
+    assert sum("(default)" in line for line in lines) == 1
+    assert all(len(line.split()) > 1 for line in lines)  # each has a description
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--help")
+    assert code == 0
+    for option in ("--agents", "--steps", "--faults", "--kinds", "--seed", "--mode", "--trace"):
+        assert option in out
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_default_run_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", *SMALL)
+    assert code == 0, out
+    assert "per step (asyncio)" in out
+    assert "agents ok" in out and "recovered" in out and "time" in out
+    assert "no faults injected" in out
+    assert out.rstrip().endswith("all checks passed")
+
+
+def test_faults_are_summarised_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "run", "civil_violence", "--faults", "0.5", "--kinds", "rate_limit,empty_response",
+        "--seed", "3", *SMALL,
+    )  # fmt: skip
+    assert code == 0, out
+    kinds_section = out.split("faults by kind:")[1].split("\n\n")[0]
+    assert "rate_limit" in kinds_section and "empty_response" in kinds_section
+    assert "timeout" not in kinds_section
+    assert "faults 0.5 (rate_limit,empty_response)" in out
+
+
+def test_mode_all_gives_the_reproducibility_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--mode", "all", "--faults", "0.2", *SMALL)
+    assert code == 0, out
+    assert "per mode:" in out
+    for mode in ("sequential", "asyncio", "threading"):
+        assert f"\n  {mode}" in out
+    assert "reproducible: sequential, asyncio and threading traces are identical (seed 0)" in out
+
+
+@pytest.mark.parametrize("mode", ["sequential", "threading"])
+def test_each_mode_runs(capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    code, out, _ = run_cli(capsys, "run", "negotiation", "--mode", mode, "--faults", "0.3", *SMALL)
+    assert code == 0, out
+    assert f"per step ({mode})" in out
+
+
+def test_scenario_by_module_and_factory(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "run", "scenarios.civil_violence:CivilViolenceModel", *SMALL
+    )  # fmt: skip
+    assert code == 0, out
+    assert "scenarios.civil_violence:CivilViolenceModel: 4 agents, 2 steps" in out
+
+
+def test_scenario_from_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "my_scenario.py"
+    path.write_text(
+        textwrap.dedent(
+            '''
+            from scenarios.civil_violence import CivilViolenceModel
+
+            class RiotModel(CivilViolenceModel):
+                """Civil violence with a low legitimacy."""
+
+                scenario_name = "riot"
+
+                def __init__(self, **kwargs):
+                    super().__init__(legitimacy=0.1, **kwargs)
+            '''
+        )
+    )
+    code, out, _ = run_cli(capsys, "run", str(path), *SMALL)
+    assert code == 0, out
+    code, out, _ = run_cli(capsys, "run", f"{path}:RiotModel", *SMALL)
+    assert code == 0, out
+
+
+def test_a_failed_check_exits_1_with_the_divergence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "leaky.py"
+    path.write_text(
+        textwrap.dedent(
+            '''
+            from scenarios.civil_violence import CivilViolenceModel
+
+            class LeakyModel(CivilViolenceModel):
+                """Its state depends on the stepping mode: not reproducible across modes."""
+
+                scenario_name = "leaky"
+
+                def state(self):
+                    return {**super().state(), "parallel": bool(self.parallel_stepping)}
+            '''
+        )
+    )
+    code, out, _ = run_cli(capsys, "run", str(path), "--mode", "all", *SMALL)
+    assert code == 1, out
+    assert "CHECK FAILED" in out
+    assert "reproducibility (asyncio vs sequential)" in out
+    assert "step 1" in out
+    assert "reproducible: sequential" not in out
+
+
+def test_scripted_faults_from_inline_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from mesa_llm_testing import FaultPlan, RunTrace
+
+    plan = FaultPlan(0.0, seed=0).at(agent=2, step=1, call=0, kind="server_error")
+    trace_path = tmp_path / "trace.json"
+    code, out, _ = run_cli(
+        capsys, "run", "--faults", plan.to_json(), "--trace", str(trace_path), *SMALL
+    )  # fmt: skip
+    assert code == 0, out
+    assert "1 scripted faults" in out
+    trace = RunTrace.from_json(trace_path.read_text())
+    (fault,) = trace.steps[0].faults
+    assert (fault["agent"], fault["step"], fault["kind"]) == (2, 1, "server_error")
+    assert trace.steps[1].faults == []
+
+
+# --------------------------------------------------------------------------- trace and replay
+
+
+def test_trace_then_replay_reproduces(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    code, out, _ = run_cli(
+        capsys, "run", "negotiation", "--faults", "0.3", "--seed", "5", "--trace", str(path), *SMALL
+    )  # fmt: skip
+    assert code == 0, out
+    assert f"trace written to {path}" in out
+    code, out, _ = run_cli(capsys, "replay", str(path), "-q")
+    assert code == 0, out
+    assert out.startswith("reproduced: negotiation, 2 steps, seed 5, asyncio mode")
+    code, out, _ = run_cli(capsys, "replay", str(path), "--mode", "threading", "-q")
+    assert code == 0, out
+    assert "seed 5, threading (recorded: asyncio) mode" in out
+
+
+def test_replay_reports_a_divergence(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    assert main(["run", "--trace", str(path), *SMALL]) == 0
+    data = json.loads(path.read_text())
+    data["steps"][1]["state_digest"] = "0" * 32  # as if the model had behaved differently
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "replay", str(path), "-q")
+    assert code == 1
+    assert out.startswith("NOT reproduced")
+    assert "step 2" in out
+
+
+def test_replay_rejects_a_file_that_is_not_a_trace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "nope.json"
+    path.write_text('{"hello": 1}')
+    code, _, err = run_cli(capsys, "replay", str(path))
+    assert code == 2
+    assert "TRACE" in err and "not a trace" in err
+    code, _, err = run_cli(capsys, "replay", str(tmp_path / "missing.json"))
+    assert code == 2 and "cannot read" in err
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_timeline_picture(capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"timeline{suffix}"
+    code, out, _ = run_cli(
+        capsys, "run", "--faults", "0.4", "--timeline", str(path), "--mode", "all", *SMALL
+    )  # fmt: skip
+    assert code == 0, out
+    assert f"timeline written to {path}" in out
+    data = path.read_bytes()
+    if suffix == ".png":
+        assert data.startswith(b"\x89PNG")
+    else:
+        assert b"<svg" in data and b"agent" in data
+
+
+def test_timeline_without_matplotlib_names_the_extra(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... -> ImportError
+    code, _, err = run_cli(capsys, "run", "--timeline", str(tmp_path / "t.png"), *SMALL)
+    assert code == 2
+    assert "pip install 'mesa-llm[plot]'" in err
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--mode", "fast"], ["--mode", "'asyncio', 'threading', 'sequential', 'all'"]),
+        (["run", "--faults", "2"], ["--faults '2'", "from 0 to 1"]),
+        (["run", "--faults", "lots"], ["--faults 'lots'", "from 0 to 1"]),
+        (["run", "--kinds", "rate_limit,gremlins"], ["--kinds", "rate_limit, timeout"]),
+        (["run", "--agents", "0"], ["--agents", ">= 1"]),
+        (["run", "--steps", "x"], ["--steps", ">= 1"]),
+        (["run", "--seed", "one"], ["--seed", "integer"]),
+        (["run", "no_such_scenario"], ["'no_such_scenario'", "civil_violence", "module:factory"]),
+        (["run", "missing_file.py"], ["'missing_file.py' does not exist"]),
+        (["run", "no_such_module_xyz:factory"], ["cannot import", "no_such_module_xyz"]),
+        (["run", "scenarios.civil_violence:Nope"], ["no attribute 'Nope'"]),
+        (["run", "--timeline", "picture.jpg"], ["--timeline", ".png, .svg"]),
+        (["run", "--faults", '{"rate": 0.1}', "--kinds", "timeout"], ["--kinds", "FaultPlan JSON"]),
+        (["run", "--faults", "{not json"], ["--faults", "FaultPlan JSON"]),
+        (["fly"], ["invalid choice: 'fly'", "run", "replay", "list"]),
+        ([], ["the following arguments are required"]),
+    ],
+)
+def test_bad_input_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str], words: list[str]
+) -> None:
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.startswith("usage: mesa-llm-testing")
+    assert all(w in err for w in words), err
+
+
+def test_a_file_with_several_models_asks_for_the_factory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "two.py"
+    path.write_text("import mesa\nclass A(mesa.Model): pass\nclass B(mesa.Model): pass\n")
+    code, _, err = run_cli(capsys, "run", str(path))
+    assert code == 2
+    assert f"{path}:ClassName" in err and "(A, B)" in err
+
+
+# --------------------------------------------------------------------------- the console script
+
+
+def test_console_script_runs_offline_without_an_api_key(tmp_path: Path) -> None:
+    script = shutil.which("mesa-llm-testing", path=str(Path(sys.executable).parent))
+    assert script is not None, "the mesa-llm-testing console script is not installed"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["PYTHONHASHSEED"] = "12345"
+    result = subprocess.run(
+        [script, "run", "--steps", "2", "--agents", "3", "--faults", "0.2", "--mode", "all"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reproducible: sequential, asyncio and threading" in result.stdout
+    assert "Traceback" not in result.stderr
