@@ -56,6 +56,11 @@ ERROR_KINDS: Final = frozenset(
 PASSTHROUGH_MARK: Final = "_mesa_fake_raised"
 
 
+#: Base URLs of the ``FakeLLM.http()`` endpoints now serving. Calls aimed at one of them
+#: go through litellm's real HTTP stack even while ``activate()`` intercepts every call.
+ACTIVE_HTTP_BASES: Final[set[str]] = set()
+
+
 class SideEffectExhaustedError(RuntimeError):
     """``FakeLLM.side_effect`` was an iterable and every item has been used."""
 

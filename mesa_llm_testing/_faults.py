@@ -291,7 +291,8 @@ class FaultPlan:
         """A plan replaying exactly the faults recorded in ``text`` (rate 0, each one scripted).
 
         ``text`` is :meth:`to_json` output or a JSON list of :meth:`InjectedFault.to_dict`
-        records. With ``test_id``, only that test's faults are replayed.
+        records. With ``test_id``, only that test's faults are replayed. A plan that has
+        recorded nothing yet comes back as itself (rate, kinds, seed, scripted faults).
         """
         try:
             data = json.loads(text)
@@ -308,6 +309,23 @@ class FaultPlan:
                 "mesa_llm_testing: fault plan JSON must be an object from FaultPlan.to_json() "
                 f"or a list of injected faults; got {type(data).__name__}"
             )
+        if isinstance(data, dict) and not records:
+            # Nothing recorded yet: rebuild the plan itself. Its decisions are a pure
+            # function of these settings, so it injects the same faults on the same calls.
+            plan = cls(
+                float(data.get("rate", 0.0)),
+                kinds=data.get("kinds"),
+                seed=int(data.get("seed", 0)),
+                test_id=test_id if test_id is not None else str(data.get("test_id", "")),
+            )
+            for item in data.get("scripted", []):
+                plan.at(
+                    agent=item.get("agent"),
+                    step=item.get("step"),
+                    call=int(item.get("call", 0)),
+                    kind=item["kind"],
+                )
+            return plan
         faults = [InjectedFault.from_dict(r) for r in records]
         if test_id is not None:
             faults = [f for f in faults if f.test_id == test_id]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 import httpx
 import respx
 
-from mesa_llm_testing._fake import ERROR_KINDS, FakeLLM, FakeRequest
+from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, ERROR_KINDS, FakeLLM, FakeRequest
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import SERVER_ERRORS, rate_limit_error, rate_limit_headers
 
@@ -42,7 +42,11 @@ def serve(fake: FakeLLM, *, base_url: str) -> Iterator[str]:
         side_effect=lambda request: _handle(fake, request)
     )
     with router:
-        yield base
+        ACTIVE_HTTP_BASES.add(base)
+        try:
+            yield base
+        finally:
+            ACTIVE_HTTP_BASES.discard(base)
 
 
 def _handle(

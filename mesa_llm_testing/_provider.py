@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from mesa_llm._litellm import import_litellm
-from mesa_llm_testing._fake import PASSTHROUGH_MARK, FakeLLM, FakeRequest
+from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeLLM, FakeRequest
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import (
     SERVER_ERRORS,
@@ -372,6 +372,9 @@ def _route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ..
     if entry is None:
         return None
     _skip_mcp_lookup(kwargs)
+    base = kwargs.get("api_base") or kwargs.get("base_url")
+    if base and str(base).rstrip("/") in ACTIVE_HTTP_BASES:
+        return None  # aimed at a FakeLLM.http() endpoint: let the HTTP layer see it
     model = str((args[0] if args else kwargs.get("model")) or "")
     if not model.startswith(PROVIDER + "/") and not entry.intercept_all:
         return None

@@ -92,12 +92,11 @@ def fake_llm_http(fake_llm: FakeLLM) -> Iterator[str]:
     """The ``api_base`` of an OpenAI-compatible HTTP endpoint served by ``fake_llm``.
 
     Pass it as ``api_base`` so requests go through litellm, the OpenAI SDK and httpx
-    (served by respx) and faults arrive as real HTTP errors. While it is active,
-    litellm calls are no longer rerouted to the fake's provider (they would skip the
-    HTTP layer); other httpx requests fail as not mocked, so nothing leaves the machine.
+    (served by respx) and faults arrive as real HTTP errors. Calls without this
+    ``api_base`` are still answered by ``fake_llm``'s provider; other httpx requests
+    fail as not mocked, so nothing leaves the machine.
     """
-    # The innermost activation decides routing: this one stops intercept_all.
-    with fake_llm.activate(intercept_all=False), fake_llm.http() as api_base:
+    with fake_llm.http() as api_base:
         yield api_base
 
 

@@ -209,10 +209,10 @@ def test_replay_rejects_a_file_that_is_not_a_trace(
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_timeline_picture(capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"timeline{suffix}"
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         capsys, "run", "--faults", "0.4", "--timeline", str(path), "--mode", "all", *SMALL
     )  # fmt: skip
-    assert code == 0, out
+    assert code == 0, out + err
     assert f"timeline written to {path}" in out
     data = path.read_bytes()
     if suffix == ".png":

@@ -350,3 +350,16 @@ def test_to_json_includes_scripted_faults() -> None:
         }
     ]
     assert data["injected"] == []
+
+
+def test_from_json_of_a_plan_that_has_not_run_keeps_rate_kinds_seed_and_script() -> None:
+    plan = FaultPlan(0.3, kinds="rate_limit,timeout", seed=11, test_id="t").at(
+        agent=3, step=2, call=0, kind=FaultKind.SERVER_ERROR
+    )
+    rebuilt = FaultPlan.from_json(plan.to_json())
+    assert (rebuilt.rate, set(rebuilt.kinds), rebuilt.seed) == (0.3, set(plan.kinds), 11)
+    assert rebuilt.decide(agent=3, step=2, call=0) is FaultKind.SERVER_ERROR
+    calls = [(a, s, c) for a in range(1, 6) for s in range(1, 4) for c in range(3)]
+    assert [rebuilt.decide(agent=a, step=s, call=c) for a, s, c in calls] == [
+        plan.decide(agent=a, step=s, call=c) for a, s, c in calls
+    ]

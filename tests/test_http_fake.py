@@ -313,3 +313,19 @@ def test_with_the_provider_active_http_calls_still_reach_the_endpoint() -> None:
         )
     assert response.choices[0].message.content == "over http"
     assert fake.calls.last.layer == "http"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_intercept_all_lets_calls_to_the_endpoint_through_and_answers_the_rest(mode: str) -> None:
+    """fake_llm + fake_llm_http: HTTP faults stay HTTP faults, other calls stay answered."""
+    plan = FaultPlan(0).at(agent=None, step=None, call=0, kind=FaultKind.RATE_LIMIT)
+    fake = FakeLLM(return_value="hello", faults=plan)
+    with fake.activate(), fake.http() as api_base:
+        with pytest.raises(litellm.RateLimitError):
+            via_litellm(mode, api_base)
+        assert fake.calls.last.layer == "http"
+        assert plan.injected[-1].layer == "http"
+        # no api_base, no key: still answered by the fake's provider, offline
+        response = litellm.completion(model="openai/gpt-4o-mini", messages=MESSAGES)
+        assert response.choices[0].message.content == "hello"
+        assert fake.calls.last.layer == "provider"
