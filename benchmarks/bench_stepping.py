@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from mesa import Agent, Model
 
@@ -73,17 +73,25 @@ def _best_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _async_ms(make: Callable[[], object], repeats: int) -> float:
-    """Median ms of awaiting ``make()`` inside one running loop."""
+def _async_pair_ms(
+    floor: Callable[[], Awaitable[object]], candidate: Callable[[], Awaitable[object]], repeats: int
+) -> tuple[float, float]:
+    """Median ms of the floor and the candidate, interleaved in one running loop.
 
-    async def main() -> float:
-        await make()  # type: ignore[misc]
-        times = []
+    Interleaving keeps slow drifts of a shared machine out of the ratio.
+    """
+
+    async def main() -> tuple[float, float]:
+        await floor()
+        await candidate()
+        a, b = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            await make()  # type: ignore[misc]
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+            for make, out in ((floor, a), (candidate, b)):
+                gc.collect()
+                t0 = time.perf_counter()
+                await make()
+                out.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(a), statistics.median(b)
 
     return asyncio.run(main())
 
@@ -96,12 +104,13 @@ def bench_size(n: int, latency: float, repeats: int, sequential: bool) -> dict[s
     model = BenchModel(n, latency)
     agents = list(model.agents)
     rows: dict[str, float] = {}
-    rows["raw gather (floor)"] = _async_ms(
-        lambda: asyncio.gather(*(a.astep() for a in agents)), repeats
+    floor, parallel = _async_pair_ms(
+        lambda: asyncio.gather(*(a.astep() for a in agents)),
+        lambda: ps.step_agents_parallel(agents),
+        repeats,
     )
-    rows["asyncio step_agents_parallel"] = _async_ms(
-        lambda: ps.step_agents_parallel(agents), repeats
-    )
+    rows["raw gather (floor)"] = floor
+    rows["asyncio step_agents_parallel"] = parallel
     ps.enable_automatic_parallel_stepping(mode="asyncio")
     model.parallel_stepping = True
     rows["asyncio automatic shuffle_do"] = _best_ms(model.step, repeats)

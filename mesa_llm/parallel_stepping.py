@@ -594,9 +594,9 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
         run.started[index] = time.monotonic() + (run.ASYNC_GRACE if kind == _ASYNC else 0.0)
         value = fn(*run.args, **run.kwargs)
         if kind == _ASYNC or inspect.isawaitable(value):
-            value = _pools.worker_loop().run_until_complete(
-                _with_timeout(value, agent, method, run.timeout)
-            )
+            if run.timeout is not None:
+                value = _with_timeout(value, agent, method, run.timeout)
+            value = _pools.worker_loop().run_until_complete(value)
     except BaseException as exc:  # an abort is re-raised by the coordinator
         if _is_abort(exc):
             run.stop = True
