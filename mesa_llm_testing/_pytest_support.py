@@ -115,12 +115,12 @@ class SessionFaults:
     # -- per test -----------------------------------------------------------------------
 
     def seed_for(self, item: pytest.Item) -> int:
-        """The per-test seed: base seed + crc32(nodeid), unless the marker pins ``seed=``."""
+        """The per-test seed: base seed + crc32(fault_id), unless the marker pins ``seed=``."""
         return self._seed(item, MarkerOptions.from_item(item))
 
     def _seed(self, item: pytest.Item, options: MarkerOptions) -> int:
         if options.seed is None:
-            return self.settings.seed + zlib.crc32(item.nodeid.encode())
+            return self.settings.seed + zlib.crc32(fault_id(item).encode())
         if isinstance(options.seed, bool) or not isinstance(options.seed, int) or options.seed < 0:
             raise ValueError(
                 f"{_MARKER_ERROR} on {item.nodeid}: "
@@ -140,12 +140,12 @@ class SessionFaults:
         options = MarkerOptions.from_item(item)
         seed = self._seed(item, options)
         if self.settings.replay is not None:
-            recorded = self.settings.replay.get(item.nodeid, [])
-            return FaultPlan.replay(recorded, seed=seed, test_id=item.nodeid)
+            recorded = self.settings.replay.get(fault_id(item), [])
+            return FaultPlan.replay(recorded, seed=seed, test_id=fault_id(item))
         rate = self.settings.rate if options.faults is None else options.faults
         kinds = self.settings.kinds if options.kinds is None else options.kinds
         try:
-            return FaultPlan(rate, kinds=kinds, seed=seed, test_id=item.nodeid)
+            return FaultPlan(rate, kinds=kinds, seed=seed, test_id=fault_id(item))
         except (TypeError, ValueError) as exc:
             reason = str(exc).removeprefix(f"{_LIBRARY}: ")
             raise ValueError(f"{_MARKER_ERROR} on {item.nodeid}: {reason}") from None
@@ -330,6 +330,23 @@ def _resolve_seed(config: pytest.Config, *, default: int | None) -> int:
     if cache is not None:
         cache.set(_CACHE_KEY, seed)
     return seed
+
+
+def fault_id(item: pytest.Item) -> str:
+    """The test id faults are keyed on: the node id without its ``stepping_mode`` parameter.
+
+    The asyncio and threading runs of one test then see the same faults on the same
+    calls, which is what comparing the modes needs.
+    """
+    callspec = getattr(item, "callspec", None)
+    mode = callspec.params.get("stepping_mode") if callspec is not None else None
+    base, bracket, params = item.nodeid.partition("[")
+    if not isinstance(mode, str) or not bracket:
+        return item.nodeid
+    parts = params.removesuffix("]").split("-")
+    if mode in parts:
+        parts.remove(mode)
+    return base + (f"[{'-'.join(parts)}]" if parts else "")
 
 
 def _load_trace(path: Path, source: str) -> tuple[dict[str, list[InjectedFault]], int]:

@@ -104,7 +104,9 @@ def fake_llm_http(fake_llm: FakeLLM) -> Iterator[str]:
 def stepping_mode(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs the test twice, with ``"asyncio"`` and ``"threading"`` parallel stepping.
 
-    Automatic parallel stepping is disabled again after the test.
+    Both runs get the same per-test seed and the same faults on the same calls, so
+    their results can be compared. Automatic parallel stepping is disabled again
+    after the test.
     """
     yield request.param
     from mesa_llm.parallel_stepping import disable_automatic_parallel_stepping

@@ -7,7 +7,12 @@ import re
 import shlex
 from pathlib import Path
 
+# Imported before any in-process pytester run: pytester drops modules imported during a
+# run, and numpy (under Mesa) cannot be imported a second time in one process.
+import mesa  # noqa: F401
 import pytest
+
+import mesa_llm.module_llm  # noqa: F401
 
 # Downstream model tests: they call litellm as a model written for OpenAI would and fail
 # whenever a fault was injected, so the failure report and repro command can be checked;
@@ -307,6 +312,50 @@ def test_stepping_mode_parametrizes_and_turns_automatic_stepping_off(
     )
     result = pytester.runpytest_inprocess("-v")
     result.stdout.fnmatch_lines(["*test_mode?asyncio? PASSED*", "*test_mode?threading? PASSED*"])
+    result.assert_outcomes(passed=3)
+
+
+def test_both_stepping_modes_of_a_test_get_the_same_faults(
+    pytester: pytest.Pytester, litellm_preloaded: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import json
+        import pytest
+        from mesa import Agent, Model
+        from mesa_llm.module_llm import ModuleLLM, RetryPolicy
+        from mesa_llm.parallel_stepping import step_agents_parallel_sync
+
+        SEEN = {}
+
+        class Caller(Agent):
+            async def astep(self):
+                llm = ModuleLLM("openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=1))
+                try:
+                    await llm.agenerate("hi")
+                except Exception as exc:
+                    return type(exc).__name__
+
+        @pytest.mark.parametrize("n", [4])
+        def test_modes(fake_llm, llm_faults, mesa_llm_seed, stepping_mode, n):
+            model = Model(seed=1)
+            agents = [Caller(model) for _ in range(n)]
+            report = step_agents_parallel_sync(agents, mode=stepping_mode)
+            SEEN[stepping_mode] = (
+                mesa_llm_seed,
+                [o.value for o in report.outcomes],
+                sorted((f.agent, f.call, f.kind.value) for f in llm_faults.injected),
+            )
+
+        def test_compare():
+            assert SEEN["asyncio"] == SEEN["threading"]
+            assert SEEN["asyncio"][2]  # faults were injected at all
+            assert any(SEEN["asyncio"][1])  # and some ended an agent's call
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "--mesa-llm-faults=0.5", "--mesa-llm-seed=7", "-p", "no:randomly"
+    )
     result.assert_outcomes(passed=3)
 
 
