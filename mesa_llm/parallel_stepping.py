@@ -363,41 +363,76 @@ _pools = _Pools()
 
 
 class _AsyncRun:
-    """Shared state of one asyncio-mode step: what aborted it, and the gather to cancel."""
+    """Shared state of one asyncio-mode step: what aborted it, and the tasks to cancel."""
 
-    __slots__ = ("abort", "error", "error_agent", "fut", "method", "on_error")
+    __slots__ = ("abort", "error", "error_agent", "method", "on_error", "tasks")
 
     def __init__(self, method: str, on_error: str) -> None:
         self.method = method
         self.on_error = on_error
-        self.fut: asyncio.Future[Any] | None = None
+        self.tasks: list[asyncio.Task[AgentOutcome]] | None = None
         self.error: BaseException | None = None  # first failure, in raise mode
         self.error_agent: Any = None
         self.abort: BaseException | None = None  # KeyboardInterrupt / SystemExit from an agent
 
     def cancel_all(self) -> None:
-        if self.fut is not None:
-            self.fut.cancel()
+        for task in self.tasks or ():
+            task.cancel()
+
+
+class _Raised:
+    """What a worker thread raised, carried back as a value.
+
+    Exceptions never cross ``asyncio.wrap_future``: an asyncio future refuses
+    ``StopIteration``, and the step would wait forever for it.
+    """
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _call_captured(
+    started: list[float], fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    started.append(time.monotonic())
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:  # carried back to the event loop, re-raised or reported there
+        return _Raised(exc)
 
 
 async def _await_thread(
-    cf: concurrent.futures.Future[Any], agent: Any, method: str, timeout: float | None
+    cf: concurrent.futures.Future[Any],
+    started: list[float],
+    agent: Any,
+    method: str,
+    timeout: float | None,
 ) -> Any:
     """Await a worker-thread future.
 
-    On timeout the thread is left to finish in the background (it cannot be
-    interrupted). On cancellation (raise mode, KeyboardInterrupt, a cancelled
-    caller) it is waited for, so nothing outlives the step that started it.
+    ``timeout`` counts from when the thread starts the agent, not from when it was
+    queued. On timeout the thread is left to finish in the background (it cannot
+    be interrupted). On cancellation (raise mode, KeyboardInterrupt, a cancelled
+    caller) an agent not started yet never starts, and a running one is waited
+    for, so nothing outlives the step that started it.
     """
     afut = asyncio.wrap_future(cf)
     try:
         if timeout is None:
             return await afut
-        done, _ = await asyncio.wait((afut,), timeout=timeout)
-        if not done:
-            _pools.orphan(cf)
-            raise AgentTimeoutError(agent, method, timeout)
-        return afut.result()
+        while True:
+            if started:
+                remaining = started[0] + timeout - time.monotonic()
+                if remaining <= 0:
+                    _pools.orphan(cf)
+                    raise AgentTimeoutError(agent, method, timeout)
+            else:  # still queued behind other agents: its clock has not started
+                remaining = timeout
+            done, _ = await asyncio.wait((afut,), timeout=remaining)
+            if done:
+                return afut.result()
     except asyncio.CancelledError:
         if not cf.cancel():
             with contextlib.suppress(BaseException):
@@ -417,8 +452,9 @@ async def _call_async(
     if kind == _ASYNC:
         return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
     ctx = contextvars.copy_context()
-    cf = _pools.get(s.max_workers).submit(ctx.run, fn, *args, **kwargs)
-    value = await _await_thread(cf, agent, method, s.timeout)
+    started: list[float] = []
+    cf = _pools.get(s.max_workers).submit(ctx.run, _call_captured, started, fn, args, kwargs)
+    value = await _await_thread(cf, started, agent, method, s.timeout)
     if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
         return await _with_timeout(value, agent, method, s.timeout)
     return value
@@ -455,6 +491,16 @@ async def _run_one_async(
             value = await fn(*args, **kwargs)
         else:
             value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
+            if type(value) is _Raised:
+                exc = value.exc
+                if not _is_abort(exc):
+                    return _failed_async(run, agent, exc, start)
+                if run.abort is None:
+                    run.abort = exc
+                run.cancel_all()
+                return AgentOutcome(
+                    agent, agent.unique_id, "error", None, exc, time.perf_counter() - start
+                )
     except Exception as exc:
         return _failed_async(run, agent, exc, start)
     except asyncio.CancelledError as exc:
@@ -534,30 +580,39 @@ async def _step_async(
         else None
     )
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents]
-    run.fut = gathered = asyncio.gather(*tasks)
+    run.tasks = tasks = [
+        loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents
+    ]
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
-        gathered.cancel()
-    outcomes: list[AgentOutcome] = []
-    try:
-        outcomes = await gathered
-    except asyncio.CancelledError:
-        if not gathered.done():  # defensive: make sure every agent has finished
-            gathered.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(gathered)
-        task = asyncio.current_task()
-        caller_cancelled = task is not None and task.cancelling() > 0
-        if run.abort is None and (run.error is None or caller_cancelled):
-            raise
-    # Raised outside the except block so the agent's exception keeps its own
+        run.cancel_all()
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        # Wait for every agent, also after a failure or a cancellation: gather() would
+        # return as soon as one task ends cancelled, leaving the others running.
+        try:
+            await asyncio.wait(tasks)
+            break
+        except asyncio.CancelledError as exc:  # the caller is being cancelled
+            cancelled = exc
+            run.cancel_all()
+    # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:
         raise run.abort
+    if cancelled is not None:
+        raise cancelled
     if run.error is not None:
         _note_agent(run.error, run.error_agent, method)
         raise run.error
+    outcomes = [_outcome_of(t, a) for t, a in zip(tasks, agents, strict=True)]
     return StepReport(outcomes, method, "asyncio")
+
+
+def _outcome_of(task: asyncio.Task[AgentOutcome], agent: Any) -> AgentOutcome:
+    if not task.cancelled():
+        return task.result()
+    # Only someone else cancelling an agent's task gets here (we cancel only to abort).
+    return AgentOutcome(agent, agent.unique_id, "cancelled", None, asyncio.CancelledError())
 
 
 # --------------------------------------------------------------------------- threading mode

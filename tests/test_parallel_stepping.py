@@ -711,3 +711,99 @@ async def test_plan_in_parallel_commit_in_order() -> None:
     agents = [Planner(m) for _ in range(5)]
     report = await step_agents_parallel(agents)
     assert [o.value for o in report.succeeded] == [a.unique_id * 10 for a in agents]
+
+
+# --------------------------------------------------------------------------- review regressions
+
+
+class SlowSyncAgent(Agent):
+    """A sync agent still busy when the step is aborted; it cannot be interrupted."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.finished = False
+
+    def step(self) -> None:
+        time.sleep(0.2)
+        self.finished = True
+
+
+class SlowCleanupAgent(Agent):
+    """An async agent whose cancellation takes a while to complete."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.cleaned_up = False
+
+    async def astep(self) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.05)
+            self.cleaned_up = True
+
+
+@pytest.mark.parametrize("trigger", ["raise_mode", "keyboard_interrupt", "caller_cancelled"])
+async def test_nothing_still_runs_when_an_aborted_asyncio_step_returns(trigger: str) -> None:
+    m = DummyModel()
+    sync_agent, async_agent = SlowSyncAgent(m), SlowCleanupAgent(m)
+    agents: list[Agent] = [sync_agent, async_agent]
+    if trigger == "raise_mode":
+        agents.append(FailingAgent(m))
+        with pytest.raises(RuntimeError):
+            await step_agents_parallel(agents, on_error="raise")
+    elif trigger == "keyboard_interrupt":
+        agents.append(InterruptingAgent(m))
+        with pytest.raises(KeyboardInterrupt):
+            await step_agents_parallel(agents)
+    else:
+        task = asyncio.create_task(step_agents_parallel(agents))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sync_agent.finished and async_agent.cleaned_up
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+def test_nothing_still_runs_when_the_sync_wrapper_raises() -> None:
+    m = DummyModel()
+    sync_agent, async_agent = SlowSyncAgent(m), SlowCleanupAgent(m)
+    with pytest.raises(RuntimeError):
+        step_agents_parallel_sync([sync_agent, async_agent, FailingAgent(m)], on_error="raise")
+    assert sync_agent.finished and async_agent.cleaned_up
+
+
+async def test_a_sync_agent_raising_stop_iteration_is_reported_not_hung() -> None:
+    m = DummyModel()
+
+    class Exhausted(Agent):
+        def step(self) -> None:
+            next(iter([]))
+
+    working = SyncWorkingAgent(m)
+    report = await asyncio.wait_for(step_agents_parallel([Exhausted(m), working]), 5)
+    assert [o.status for o in report.outcomes] == ["error", "ok"]
+    assert isinstance(report.outcomes[0].exception, StopIteration)
+    threaded = step_agents_multithreaded([Exhausted(m)])
+    assert isinstance(threaded.outcomes[0].exception, StopIteration)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_sync_agents_timeout_counts_from_its_start_not_its_queueing(mode: str) -> None:
+    m = DummyModel()
+    ran_after: list[int] = []
+    returned = threading.Event()
+
+    class Short(Agent):
+        def step(self) -> None:
+            time.sleep(0.05)
+            if returned.is_set():
+                ran_after.append(self.unique_id)
+
+    agents = [Short(m) for _ in range(8)]  # 4 rounds of 2 workers: the last start at ~0.15 s
+    report = step_agents_parallel_sync(agents, mode=mode, timeout=0.12, max_workers=2)  # type: ignore[arg-type]
+    returned.set()
+    assert [o.status for o in report.outcomes] == ["ok"] * 8
+    time.sleep(0.1)
+    assert ran_after == []
