@@ -13,6 +13,7 @@ from mesa import Agent, Model
 
 from mesa_llm.memory import ShortTermMemory
 from mesa_llm.module_llm import ModuleLLM
+from mesa_llm.parallel_stepping import _defers_to_sync
 from mesa_llm.reasoning import CoTReasoning, Observation, Plan, Reasoning
 from mesa_llm.tools import ToolManager, _run_blocking
 
@@ -155,15 +156,17 @@ class LLMAgent(Agent):
             return
         self.apply_plan(self.observe_and_plan())
 
-    async def astep(self) -> None:
+    @_defers_to_sync
+    async def astep(self) -> Any:
         """Async observe, plan, act. If a subclass overrides only ``step``, that runs in a thread.
 
-        Parallel stepping prefers ``astep``, so a subclass's own ``step`` must not be bypassed.
+        Parallel stepping sees this and calls such a subclass's ``step`` itself, in its
+        own worker pool, so the subclass's ``step`` is never bypassed.
         """
         if not _overrides(self, "astep") and _overrides(self, "step"):
-            await asyncio.to_thread(self.step)
-            return
+            return await asyncio.to_thread(self.step)
         await self.aapply_plan(await self.aobserve_and_plan())
+        return None
 
 
 def _llm_seed(model_seed: Any, unique_id: int) -> int:

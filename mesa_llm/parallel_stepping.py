@@ -275,6 +275,8 @@ def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
             if attr is None:
                 continue
             if inspect.iscoroutinefunction(attr):
+                if name != method and _sync_overrides_fallback(cls, attr, name, method):
+                    continue
                 found = (name, _ASYNC)
                 break
             if name == method and callable(attr):
@@ -287,6 +289,26 @@ def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
             return fn, _ASYNC if inspect.iscoroutinefunction(fn) else _SYNC
         raise AgentMethodMissingError(agent, method)
     return getattr(agent, found[0]), found[1]
+
+
+_DEFERS_TO_SYNC = "__mesa_llm_defers_to_sync__"
+
+
+def _defers_to_sync(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an async method that only runs its sync twin when a subclass overrides that twin.
+
+    Parallel stepping then calls the subclass's sync method directly (in a worker
+    thread, under the step's waiting and timeout rules) instead of the fallback.
+    """
+    setattr(fn, _DEFERS_TO_SYNC, True)
+    return fn
+
+
+def _sync_overrides_fallback(cls: type, attr: Any, async_name: str, method: str) -> bool:
+    if not getattr(attr, _DEFERS_TO_SYNC, False):
+        return False
+    owner = next(k for k in cls.__mro__ if async_name in k.__dict__)
+    return getattr(cls, method, None) is not getattr(owner, method, None)
 
 
 # --------------------------------------------------------------------------- thread pools

@@ -252,3 +252,35 @@ def test_reasoning_may_be_any_factory() -> None:
     assert isinstance(agent.reasoning, CoTReasoning)
     assert agent.memory.capacity == 2
     assert "CoTReasoning" in repr(agent)
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "threading"])
+def test_a_subclass_overriding_only_step_is_stepped_through_the_pool(mode: str) -> None:
+    """Its own ``step`` runs in mesa_llm's workers, its value is kept, and raise mode waits."""
+    import threading
+    import time
+
+    from mesa import Agent
+
+    from mesa_llm.parallel_stepping import step_agents_parallel_sync
+
+    class Planner(LLMAgent):
+        def step(self) -> str:
+            time.sleep(0.1)
+            self.finished = True
+            return f"plan-{self.unique_id}:{threading.current_thread().name}"
+
+    class Boom(Agent):
+        def step(self) -> None:
+            raise RuntimeError("boom")
+
+    with FakeLLM().activate():
+        model = Model(seed=1)
+        planners = [Planner(model) for _ in range(3)]
+        report = step_agents_parallel_sync(planners, mode=mode, max_workers=4)  # type: ignore[arg-type]
+        for planner, outcome in zip(planners, report.outcomes, strict=True):
+            assert outcome.value.startswith(f"plan-{planner.unique_id}:mesa_llm-4")
+        slow = Planner(model)
+        with pytest.raises(RuntimeError, match="boom"):
+            step_agents_parallel_sync([slow, Boom(model)], mode=mode, on_error="raise")  # type: ignore[arg-type]
+        assert slow.finished  # waited for, not left running behind the raise
