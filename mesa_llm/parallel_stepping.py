@@ -73,6 +73,12 @@ _current_agent: contextvars.ContextVar[Any] = contextvars.ContextVar(
 )
 
 
+# How many agent steps enclose this context: a step started from inside an agent's step
+# (a nested step) uses thread pools of its own depth, so it never waits for workers
+# that its own callers are holding.
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("mesa_llm_step_depth", default=0)
+
+
 def current_agent() -> Agent | None:
     """Return the agent whose step is running in this context (asyncio task or worker thread)."""
     return _current_agent.get()
@@ -319,23 +325,26 @@ class _Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._pools: dict[tuple[int, int], concurrent.futures.ThreadPoolExecutor] = {}
         self._loops: list[asyncio.AbstractEventLoop] = []
         self._local = threading.local()
         # Threads abandoned by a per-agent timeout that may still be running.
         self.orphans: set[concurrent.futures.Future[Any]] = set()
 
     def get(self, max_workers: int | None) -> concurrent.futures.ThreadPoolExecutor:
-        size = max_workers or DEFAULT_MAX_WORKERS
-        pool = self._pools.get(size)
+        """The pool of this size for the current nesting depth of steps."""
+        key = (max_workers or DEFAULT_MAX_WORKERS, _depth.get())
+        pool = self._pools.get(key)
         if pool is None:
             with self._lock:
-                pool = self._pools.get(size)
+                pool = self._pools.get(key)
                 if pool is None:
+                    size, depth = key
+                    prefix = f"mesa_llm-{size}" + (f"-nested{depth}" if depth else "")
                     pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=size, thread_name_prefix=f"mesa_llm-{size}"
+                        max_workers=size, thread_name_prefix=prefix
                     )
-                    self._pools[size] = pool
+                    self._pools[key] = pool
         return pool
 
     def worker_loop(self) -> asyncio.AbstractEventLoop:
@@ -504,6 +513,7 @@ async def _run_one_async(
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
     _current_agent.set(agent)  # this task's own context copy
+    _depth.set(_depth.get() + 1)
     if sem is not None:
         await sem.acquire()
     start = time.perf_counter()
@@ -664,6 +674,7 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
     if run.stop:
         return AgentOutcome(agent, agent.unique_id, "cancelled")
     _current_agent.set(agent)  # runs inside a copied context
+    _depth.set(_depth.get() + 1)
     method = run.method
     start = time.perf_counter()
     try:
@@ -878,6 +889,11 @@ _enabled: _Settings | None = None  # None: automatic stepping is off
 _originals: dict[type, dict[str, Any]] = {}
 
 
+def _on_loop_thread() -> bool:
+    lt = _loop_thread
+    return lt is not None and threading.current_thread() is lt._thread
+
+
 def _get_loop_thread() -> _LoopThread:
     global _loop_thread
     lt = _loop_thread
@@ -973,7 +989,12 @@ def _make_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
         settings = _enabled
         first = next(iter(self._agents), None) if isinstance(method, str) else None
         model = getattr(first, "model", None)
-        if settings is None or model is None or not getattr(model, "parallel_stepping", False):
+        if (
+            settings is None
+            or model is None
+            or not getattr(model, "parallel_stepping", False)
+            or _on_loop_thread()  # nested inside an async agent: the loop cannot wait on itself
+        ):
             return original(self, method, *args, **kwargs)
         agents = _shuffled(self)
         report = step_agents_parallel_sync(

@@ -807,3 +807,60 @@ def test_a_sync_agents_timeout_counts_from_its_start_not_its_queueing(mode: str)
     assert [o.status for o in report.outcomes] == ["ok"] * 8
     time.sleep(0.1)
     assert ran_after == []
+
+
+NESTED_STEPS = """
+import asyncio
+from mesa import Agent, Model
+from mesa_llm.parallel_stepping import (
+    enable_automatic_parallel_stepping, step_agents_multithreaded, step_agents_parallel_sync,
+)
+
+class Leaf(Agent):
+    def step(self):
+        return "leaf"
+
+class Group(Agent):
+    def __init__(self, model, mode):
+        super().__init__(model)
+        self.mode = mode
+        self.leaves = [Leaf(model) for _ in range(3)]
+
+    def step(self):  # a nested step, from inside a worker thread
+        if self.mode == "threading":
+            report = step_agents_multithreaded(self.leaves, max_workers=2)
+        else:
+            report = step_agents_parallel_sync(self.leaves, mode="asyncio", max_workers=2)
+        return [o.value for o in report.outcomes]
+
+class AsyncGroup(Agent):
+    async def astep(self):  # automatic shuffle_do nested inside an async agent
+        self.model.sub.shuffle_do("step")
+        return "async-group"
+
+for mode in ("threading", "asyncio"):
+    model = Model(seed=1)
+    groups = [Group(model, mode) for _ in range(2)]
+    report = step_agents_parallel_sync(groups, mode=mode, max_workers=2)
+    assert [o.value for o in report.outcomes] == [["leaf"] * 3] * 2, report
+
+enable_automatic_parallel_stepping("asyncio")
+model = Model(seed=1)
+model.parallel_stepping = True
+model.sub = model.agents.select(lambda a: False)
+asyncio_groups = [AsyncGroup(model) for _ in range(2)]
+model.sub = model.agents.select(lambda a: False)
+model.sub.add(Leaf(model))
+report = step_agents_parallel_sync(asyncio_groups)
+assert [o.value for o in report.outcomes] == ["async-group"] * 2, report
+print("nested ok")
+"""
+
+
+def test_nested_steps_do_not_deadlock_the_pool() -> None:
+    """A step started from inside an agent's step uses pools of its own nesting depth."""
+    result = subprocess.run(
+        [sys.executable, "-c", NESTED_STEPS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nested ok" in result.stdout
