@@ -597,7 +597,8 @@ async def step_agents_parallel(
     after every started agent has been cancelled and awaited.
     """
     s = _settings("asyncio", on_error, timeout, max_concurrency, max_workers)
-    return await _step_async(_as_list(agents), method, args, kwargs or {}, s)
+    with _stepping():
+        return await _step_async(_as_list(agents), method, args, kwargs or {}, s)
 
 
 async def _step_async(
@@ -713,10 +714,12 @@ def step_agents_multithreaded(
     ones. ``timeout`` is per agent: an async agent is cancelled on its loop; a sync
     agent's thread cannot be interrupted, so the step records ``"timeout"`` and returns
     without waiting for it: the thread finishes in the background, its result is
-    discarded, and its pool slot is busy until then.
+    discarded, and its pool slot is busy until then. Python waits for such a thread
+    before the interpreter exits.
     """
     s = _settings("threading", on_error, timeout, None, max_workers)
-    return _step_threaded(_as_list(agents), method, args, kwargs or {}, s)
+    with _stepping():
+        return _step_threaded(_as_list(agents), method, args, kwargs or {}, s)
 
 
 def _step_threaded(
@@ -884,9 +887,28 @@ class _LoopThread:
 
 
 _state_lock = threading.RLock()
+_idle = threading.Condition(_state_lock)  # notified when no step is in flight
+_in_flight = 0
+_draining = False  # disable_... is waiting for the steps in flight
 _loop_thread: _LoopThread | None = None
 _enabled: _Settings | None = None  # None: automatic stepping is off
 _originals: dict[type, dict[str, Any]] = {}
+
+
+@contextlib.contextmanager
+def _stepping() -> Iterator[None]:
+    """Count a step in flight, so that disabling waits for it instead of cancelling it."""
+    global _in_flight
+    with _idle:
+        _idle.wait_for(lambda: not _draining)  # a disable in progress goes first
+        _in_flight += 1
+    try:
+        yield
+    finally:
+        with _idle:
+            _in_flight -= 1
+            if not _in_flight:
+                _idle.notify_all()
 
 
 def _on_loop_thread() -> bool:
@@ -940,11 +962,12 @@ def step_agents_parallel_sync(
     s = _settings(**merged)
     agent_list = _as_list(agents)
     kw = kwargs or {}
-    if s.mode == "threading":
-        return _step_threaded(agent_list, method, args, kw, s)
-    if not agent_list:
-        return StepReport([], method, "asyncio")
-    return _get_loop_thread().run(lambda: _step_async(agent_list, method, args, kw, s))
+    with _stepping():
+        if s.mode == "threading":
+            return _step_threaded(agent_list, method, args, kw, s)
+        if not agent_list:
+            return StepReport([], method, "asyncio")
+        return _get_loop_thread().run(lambda: _step_async(agent_list, method, args, kw, s))
 
 
 # --------------------------------------------------------------------------- automatic stepping
@@ -1014,7 +1037,8 @@ def _make_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
 async def _do_async(self: Any, method: str, *args: Any, **kwargs: Any) -> StepReport:
     """Run ``method`` concurrently on every agent of the set; return a :class:`StepReport`."""
     s = _enabled or _Settings()
-    return await _step_async(list(self), method, args, kwargs, s)
+    with _stepping():
+        return await _step_async(list(self), method, args, kwargs, s)
 
 
 def enable_automatic_parallel_stepping(
@@ -1046,19 +1070,41 @@ def enable_automatic_parallel_stepping(
 
 
 def disable_automatic_parallel_stepping() -> None:
-    """Restore Mesa's exact ``shuffle_do``, stop the event loop and shut the thread pools down."""
+    """Restore Mesa's exact ``shuffle_do``, stop the event loop and shut the thread pools down.
+
+    Steps running in other threads are waited for, not cancelled. Calling it from
+    inside an agent's step is an error (the step would wait for itself).
+    """
+    global _draining
+    if _depth.get() or _on_loop_thread():
+        raise RuntimeError(
+            "mesa_llm: disable_automatic_parallel_stepping() was called from inside an "
+            "agent's step; call it after the step has returned"
+        )
+    with _idle:
+        _draining = True
+        try:
+            _idle.wait_for(lambda: not _in_flight)
+            _teardown()
+        finally:
+            _draining = False
+            _idle.notify_all()
+
+
+def _teardown() -> None:
+    """Restore Mesa's methods, close the loop and the pools (with ``_state_lock`` held)."""
     global _enabled, _loop_thread
-    with _state_lock:
-        for cls, saved in _originals.items():
-            cls.shuffle_do = saved["shuffle_do"]  # type: ignore[attr-defined]
-            if "do_async" in saved:
-                cls.do_async = saved["do_async"]  # type: ignore[attr-defined]
-            else:
-                with contextlib.suppress(AttributeError):
-                    delattr(cls, "do_async")
-        _originals.clear()
-        _enabled = None
-        lt, _loop_thread = _loop_thread, None
+    for cls, saved in _originals.items():
+        cls.shuffle_do = saved["shuffle_do"]  # type: ignore[attr-defined]
+        if "do_async" in saved:
+            cls.do_async = saved["do_async"]  # type: ignore[attr-defined]
+        else:
+            with contextlib.suppress(AttributeError):
+                delattr(cls, "do_async")
+    _originals.clear()
+    _enabled = None
+    lt, _loop_thread = _loop_thread, None
+    # Still under the lock: no step can start on the loop or pools being shut down.
     if lt is not None:
         lt.close()
     _pools.shutdown()

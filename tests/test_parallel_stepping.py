@@ -864,3 +864,41 @@ def test_nested_steps_do_not_deadlock_the_pool() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nested ok" in result.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_disable_waits_for_a_step_running_in_another_thread(mode: str) -> None:
+    m = DummyModel()
+    started = threading.Event()
+
+    class Slow(Agent):
+        def step(self) -> str:
+            started.set()
+            time.sleep(0.2)
+            return "done"
+
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    reports: list[StepReport] = []
+    stepper = threading.Thread(
+        target=lambda: reports.append(step_agents_parallel_sync([Slow(m), Slow(m)]))
+    )
+    stepper.start()
+    assert started.wait(5)
+    disable_automatic_parallel_stepping()  # must not cancel the step in flight
+    stepper.join(5)
+    assert len(reports) == 1 and [o.value for o in reports[0].outcomes] == ["done", "done"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_disable_from_inside_an_agent_is_a_clear_error(mode: str) -> None:
+    m = DummyModel()
+
+    class Disabler(Agent):
+        def step(self) -> None:
+            disable_automatic_parallel_stepping()
+
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    report = step_agents_parallel_sync([Disabler(m)])
+    exc = report.outcomes[0].exception
+    assert isinstance(exc, RuntimeError)
+    assert "called from inside an agent's step" in str(exc)
