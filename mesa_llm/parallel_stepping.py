@@ -428,6 +428,9 @@ def _call_captured(
     started: list[float], fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
     started.append(time.monotonic())
+    # Only a thread can hold a pool worker while it waits for a nested step, so the
+    # nesting depth counts the thread boundaries.
+    _depth.set(_depth.get() + 1)
     try:
         return fn(*args, **kwargs)
     except BaseException as exc:  # carried back to the event loop, re-raised or reported there
@@ -513,7 +516,6 @@ async def _run_one_async(
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
     _current_agent.set(agent)  # this task's own context copy
-    _depth.set(_depth.get() + 1)
     if sem is not None:
         await sem.acquire()
     start = time.perf_counter()
@@ -618,16 +620,16 @@ async def _step_async(
     ]
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
+    # With return_exceptions=True, gather() finishes only when every agent has: also
+    # after a failure cancels the rest, and when the caller is cancelled (it cancels
+    # the agents and still waits for them). Without it, it would return as soon as
+    # one task ended cancelled, leaving the others running.
     cancelled: asyncio.CancelledError | None = None
-    while True:
-        # Wait for every agent, also after a failure or a cancellation: gather() would
-        # return as soon as one task ends cancelled, leaving the others running.
-        try:
-            await asyncio.wait(tasks)
-            break
-        except asyncio.CancelledError as exc:  # the caller is being cancelled
-            cancelled = exc
-            run.cancel_all()
+    results: list[Any] = []
+    try:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    except asyncio.CancelledError as exc:  # the caller is being cancelled
+        cancelled = exc
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:
@@ -637,15 +639,16 @@ async def _step_async(
     if run.error is not None:
         _note_agent(run.error, run.error_agent, method)
         raise run.error
-    outcomes = [_outcome_of(t, a) for t, a in zip(tasks, agents, strict=True)]
+    outcomes = [
+        r if type(r) is AgentOutcome else _cancelled_outcome(a, r)
+        for r, a in zip(results, agents, strict=True)
+    ]
     return StepReport(outcomes, method, "asyncio")
 
 
-def _outcome_of(task: asyncio.Task[AgentOutcome], agent: Any) -> AgentOutcome:
-    if not task.cancelled():
-        return task.result()
+def _cancelled_outcome(agent: Any, exc: BaseException) -> AgentOutcome:
     # Only someone else cancelling an agent's task gets here (we cancel only to abort).
-    return AgentOutcome(agent, agent.unique_id, "cancelled", None, asyncio.CancelledError())
+    return AgentOutcome(agent, agent.unique_id, "cancelled", None, exc)
 
 
 # --------------------------------------------------------------------------- threading mode
