@@ -80,6 +80,7 @@ class FakeRequest:
     call: int
     layer: str  # "direct" | "provider" | "http"
     agent_object: Any = field(default=None, repr=False, compare=False)
+    started: float = field(default=0.0, repr=False, compare=False)  # time.perf_counter()
 
     @property
     def prompt(self) -> str | None:
@@ -118,6 +119,7 @@ class FakeCall:
     exception: BaseException | None
     fault: FaultKind | None
     status_code: int | None  # HTTP status sent (200 for replies); None for transport errors
+    ended: float = field(default=0.0, repr=False, compare=False)  # time.perf_counter()
 
     @property
     def agent(self) -> Any:
@@ -381,14 +383,8 @@ class FakeLLM:
         **params: Any,
     ) -> FakeReply:
         """Answer in-process (no litellm); error faults raise the provider's litellm exceptions."""
-        request = self.make_request(
-            model,
-            _messages(messages, prompt),
-            tools,
-            tool_choice,
-            response_format,
-            params,
-            "direct",
+        request = self._direct_request(
+            messages, prompt, model, tools, tool_choice, response_format, params
         )
         if self.latency:
             time.sleep(self.latency)
@@ -406,7 +402,24 @@ class FakeLLM:
         **params: Any,
     ) -> FakeReply:
         """Async :meth:`complete`; ``latency`` is awaited, not slept."""
-        request = self.make_request(
+        request = self._direct_request(
+            messages, prompt, model, tools, tool_choice, response_format, params
+        )
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self.answer(request)
+
+    def _direct_request(
+        self,
+        messages: Sequence[Any] | None,
+        prompt: str | None,
+        model: str,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        params: dict[str, Any],
+    ) -> FakeRequest:
+        return self.make_request(
             model,
             _messages(messages, prompt),
             tools,
@@ -415,9 +428,6 @@ class FakeLLM:
             params,
             "direct",
         )
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        return self.answer(request)
 
     # ------------------------------------------------------------------ the core (every layer)
 
@@ -451,6 +461,7 @@ class FakeLLM:
             call,
             layer,
             agent,
+            time.perf_counter(),
         )
 
     def decide_fault(self, request: FakeRequest) -> FaultKind | None:
@@ -533,7 +544,7 @@ class FakeLLM:
         status_code: int | None,
     ) -> FakeCall:
         """Append the record of one call to :attr:`calls`."""
-        entry = FakeCall(request, response, exception, fault, status_code)
+        entry = FakeCall(request, response, exception, fault, status_code, time.perf_counter())
         self.calls.append(entry)
         return entry
 

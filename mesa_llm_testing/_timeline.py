@@ -1,24 +1,22 @@
 """When each LLM call of a run started and ended, and the picture of one step (``--timeline``).
 
-:class:`TimedFakeLLM` stamps every call with ``time.perf_counter()`` at request and
-at answer; :func:`draw_timeline` draws one step: a row per agent, a bar per LLM call,
+:func:`call_spans` reads the request and answer times the fake stamps on every
+call record; :func:`draw_timeline` draws one step: a row per agent, a bar per LLM call,
 faults and retries marked. matplotlib is imported only when drawing.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesa_llm_testing._fake import ERROR_KINDS, FakeCall, FakeLLM, FakeReply, FakeRequest
+from mesa_llm_testing._fake import ERROR_KINDS, FakeCall
 from mesa_llm_testing._faults import FaultKind
 
-__all__ = ["CallSpan", "PlotUnavailableError", "StepWindow", "TimedFakeLLM", "draw_timeline"]
+__all__ = ["CallSpan", "PlotUnavailableError", "StepWindow", "call_spans", "draw_timeline"]
 
 PLOT_FORMATS: Final = (".png", ".svg")
 
@@ -54,47 +52,20 @@ class StepWindow:
     end: float
 
 
-class TimedFakeLLM(FakeLLM):
-    """A :class:`FakeLLM` that also records each call's start and end time in :attr:`spans`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spans: list[CallSpan] = []
-        self._started: dict[int, float] = {}
-        self._span_lock = threading.Lock()
-
-    def make_request(self, *args: Any, **kwargs: Any) -> FakeRequest:
-        """Build the request and note when it started."""
-        request = super().make_request(*args, **kwargs)
-        with self._span_lock:
-            self._started[id(request)] = time.perf_counter()
-        return request
-
-    def record(
-        self,
-        request: FakeRequest,
-        response: FakeReply | None,
-        exception: BaseException | None,
-        fault: FaultKind | None,
-        status_code: int | None,
-    ) -> FakeCall:
-        """Record the call, and its span from request to answer."""
-        end = time.perf_counter()
-        entry = super().record(request, response, exception, fault, status_code)
-        with self._span_lock:
-            start = self._started.pop(id(request), end)
-            self.spans.append(
-                CallSpan(
-                    request.agent,
-                    request.step,
-                    request.call,
-                    start,
-                    end,
-                    fault,
-                    exception is not None,
-                )
-            )
-        return entry
+def call_spans(calls: Iterable[FakeCall]) -> list[CallSpan]:
+    """The span of each recorded call, from its request to its answer."""
+    return [
+        CallSpan(
+            c.request.agent,
+            c.request.step,
+            c.request.call,
+            c.request.started,
+            c.ended,
+            c.fault,
+            c.exception is not None,
+        )
+        for c in calls
+    ]
 
 
 def retries(spans: Iterable[CallSpan]) -> set[tuple[Any, int | None, int]]:

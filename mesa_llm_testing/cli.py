@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 if TYPE_CHECKING:
+    from mesa_llm_testing._fake import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._runner import RunTrace
-    from mesa_llm_testing._timeline import StepWindow, TimedFakeLLM
+    from mesa_llm_testing._timeline import StepWindow
 
 __all__ = ["main"]
 
@@ -298,7 +299,7 @@ class ModeRun:
 
     mode: str
     trace: RunTrace
-    llm: TimedFakeLLM
+    llm: FakeLLM
     windows: list[StepWindow] = field(default_factory=list)
 
 
@@ -339,10 +340,11 @@ def run_one(
     """Run ``scenario`` in one mode on a fresh timed fake LLM, with a progress bar on stderr."""
     from tqdm import tqdm
 
+    from mesa_llm_testing._fake import FakeLLM
     from mesa_llm_testing._runner import run_scenario
-    from mesa_llm_testing._timeline import StepWindow, TimedFakeLLM
+    from mesa_llm_testing._timeline import StepWindow
 
-    llm = TimedFakeLLM(seed=seed, faults=plan, latency=latency)
+    llm = FakeLLM(seed=seed, faults=plan, latency=latency)
     windows: list[StepWindow] = []
     with tqdm(
         total=steps,
@@ -498,7 +500,7 @@ def _dump_trace(path: Path, trace: RunTrace, spec: str) -> None:
 
 
 def _timeline(path: str, run: ModeRun, scenario: Scenario, step: int | None) -> Path:
-    from mesa_llm_testing._timeline import draw_timeline
+    from mesa_llm_testing._timeline import call_spans, draw_timeline
 
     steps = {s.step: s for s in run.trace.steps}
     if step is None:
@@ -506,7 +508,7 @@ def _timeline(path: str, run: ModeRun, scenario: Scenario, step: int | None) -> 
     if step not in steps:
         raise UsageError(f"--timeline-step {step}: the run has steps {min(steps)} to {max(steps)}")
     window = next((w for w in run.windows if w.step == step), None)
-    spans = [s for s in run.llm.spans if s.step == step]
+    spans = [s for s in call_spans(run.llm.calls) if s.step == step]
     if window is None:  # the runner stepped the model without calling model.step()
         from mesa_llm_testing._timeline import StepWindow
 

@@ -496,3 +496,14 @@ def test_importing_and_using_the_fake_directly_imports_neither_litellm_nor_respx
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_each_call_record_carries_when_it_was_asked_and_answered() -> None:
+    import time
+
+    fake = FakeLLM(return_value="hi")
+    before = time.perf_counter()
+    fake.complete(prompt="hello")
+    after = time.perf_counter()
+    call = fake.calls.last
+    assert before <= call.request.started <= call.ended <= after
