@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from mesa_llm.reasoning import Observation, Plan
+    from mesa_llm._types import Observation, Plan
 
 __all__ = ["MemoryEntry", "ShortTermMemory"]
 

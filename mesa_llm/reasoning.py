@@ -15,15 +15,19 @@ import json
 from collections import deque
 from collections.abc import Generator
 from contextlib import closing
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from mesa_llm._types import Observation, Plan
 from mesa_llm.errors import EmptyResponseError, MalformedResponseError
 from mesa_llm.tools import ToolCall
 
 if TYPE_CHECKING:
-    from mesa_llm.llm_agent import LLMAgent
+    from mesa import Model
+
+    from mesa_llm.memory import ShortTermMemory
     from mesa_llm.module_llm import ModuleLLM
+    from mesa_llm.tools import ToolManager
 
 __all__ = [
     "DEFAULT_STEP_PROMPT",
@@ -73,35 +77,6 @@ _REACT_FORMAT: dict[str, Any] = {
 }
 
 
-@dataclass
-class Observation:
-    """What an agent perceives at a model step: its own state and its neighbours'."""
-
-    step: int
-    self_state: dict[str, Any]
-    local_state: dict[str, Any]
-
-    def __str__(self) -> str:
-        return (
-            f"step {self.step}; self: {_dumps(self.self_state)}; "
-            f"neighbours: {_dumps(self.local_state)}"
-        )
-
-
-@dataclass
-class Plan:
-    """Reasoning's outcome: thoughts, the tool calls to make, and how many steps it holds (ttl)."""
-
-    step: int
-    thoughts: str
-    actions: list[ToolCall] = field(default_factory=list)
-    ttl: int = 1
-
-    def __str__(self) -> str:
-        actions = "; ".join(str(action) for action in self.actions) or "none"
-        return f"{self.thoughts} | actions: {actions}"
-
-
 @dataclass(frozen=True)
 class LLMRequest:
     """One LLM call a reasoning strategy asks for (keyword arguments of ``ModuleLLM.generate``)."""
@@ -126,10 +101,34 @@ class LLMRequest:
 PlanRequests: TypeAlias = Generator[LLMRequest, Any, Plan]
 
 
+class ReasoningAgent(Protocol):
+    """What a reasoning strategy uses of its agent; ``LLMAgent`` provides it.
+
+    Typed as a protocol so this module need not import ``llm_agent`` (which imports
+    this one): the library's layers point one way.
+    """
+
+    @property
+    def unique_id(self) -> int: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def llm(self) -> ModuleLLM: ...
+    @property
+    def memory(self) -> ShortTermMemory: ...
+    @property
+    def tool_manager(self) -> ToolManager: ...
+    @property
+    def system_prompt(self) -> str | None: ...
+    @property
+    def step_prompt(self) -> str | None: ...
+    def generate_obs(self) -> Observation: ...
+
+
 class Reasoning(abc.ABC):
     """Base of reasoning strategies; a subclass writes ``plan_requests`` once for both paths."""
 
-    def __init__(self, agent: LLMAgent) -> None:
+    def __init__(self, agent: ReasoningAgent) -> None:
         self.agent = agent
 
     def __repr__(self) -> str:
@@ -307,7 +306,7 @@ class ReWOOReasoning(Reasoning):
     is empty the next ``plan`` observes and plans again.
     """
 
-    def __init__(self, agent: LLMAgent) -> None:
+    def __init__(self, agent: ReasoningAgent) -> None:
         super().__init__(agent)
         self._thoughts = ""
         self._queued: deque[ToolCall] = deque()
@@ -354,10 +353,6 @@ async def _adrive(requests: PlanRequests, llm: ModuleLLM) -> Plan:
             except StopIteration as done:
                 return done.value
             reply = await llm.agenerate(**request.to_kwargs())
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
 
 
 def _strip_code_fence(text: str) -> str:

@@ -680,14 +680,17 @@ def _make_recording(underlying: Callable[..., Any], recorder: _Recorder) -> Call
 
 
 def resolve_scenario(spec: str) -> Callable[..., Model]:
-    """The model factory named by ``spec``: a built-in name, ``module:attr`` or ``path.py[:attr]``.
+    """The model factory named by ``spec``: a scenario name, ``module:attr`` or ``path.py[:attr]``.
 
-    A file without ``:attr`` must define exactly one Mesa ``Model`` subclass.
+    Names are the ``mesa_llm_testing.scenarios`` entry points (the built-ins and any
+    installed package's). A file without ``:attr`` must define exactly one Mesa
+    ``Model`` subclass.
     """
-    from scenarios import REGISTRY
+    from mesa_llm_testing._discovery import load_scenario, registered_scenarios
 
-    if spec in REGISTRY:
-        return REGISTRY[spec]
+    registry = registered_scenarios()
+    if spec in registry:
+        return load_scenario(spec)
     target, sep, attr = spec.rpartition(":")
     if not sep or not attr.replace(".", "_").isidentifier():
         target, attr = spec, ""
@@ -702,8 +705,8 @@ def resolve_scenario(spec: str) -> Callable[..., Model]:
             ) from None
     else:
         raise ValueError(
-            f"mesa_llm_testing: unknown scenario {spec!r}; use a built-in name "
-            f"({', '.join(sorted(REGISTRY))}), 'module:factory' or 'path/to/file.py[:factory]'"
+            f"mesa_llm_testing: unknown scenario {spec!r}; use a registered name "
+            f"({', '.join(registry)}), 'module:factory' or 'path/to/file.py[:factory]'"
         )
     if attr:
         found: Any = module

@@ -342,10 +342,10 @@ def _child() -> None:
 def _scenario_spec(scenario: str | Callable[..., Any]) -> str:
     if isinstance(scenario, str):
         return scenario
-    from scenarios import REGISTRY
+    from mesa_llm_testing._discovery import builtin_names, load_scenario
 
-    for name, factory in REGISTRY.items():
-        if factory is scenario:
+    for name in builtin_names():
+        if load_scenario(name) is scenario:
             return name
     module = getattr(scenario, "__module__", None)
     qualname = getattr(scenario, "__qualname__", None)

@@ -8,7 +8,7 @@
     mesa-llm-testing replay TRACE [--mode asyncio|threading|sequential]
     mesa-llm-testing list
 
-SCENARIO is a built-in name (``mesa-llm-testing list``), a path to a ``.py`` file
+SCENARIO is a registered name (``mesa-llm-testing list``), a path to a ``.py`` file
 (optionally ``file.py:factory``) or ``module:factory``; without it the default
 built-in scenario runs. Every LLM call is answered by the deterministic fake LLM:
 no API key, no network. Exit status: 0 when every check passes, 1 when a check
@@ -26,7 +26,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     replay.add_argument("-v", "--verbose", action="store_true", help="show the library's logs")
 
-    listing = commands.add_parser("list", help="list the built-in scenarios")
+    listing = commands.add_parser(
+        "list", help="list the scenarios: the built-ins and those other packages register"
+    )
     for sub in (run, replay, listing):
         sub.set_defaults(subparser=sub)  # usage errors found later print this one's usage
     return parser
@@ -211,15 +213,9 @@ class Scenario:
     factory: Callable[..., Any]
 
 
-def _registry() -> Mapping[str, Callable[..., Any]]:
-    from scenarios import REGISTRY
-
-    return REGISTRY
-
-
 def default_scenario() -> str:
     """The built-in scenario ``run`` uses without a SCENARIO argument."""
-    from scenarios import DEFAULT_SCENARIO
+    from mesa_llm_testing._discovery import DEFAULT_SCENARIO
 
     return DEFAULT_SCENARIO
 
@@ -665,13 +661,27 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    """``list``: the built-in scenarios, one per line, with the first line of each docstring."""
-    registry = _registry()
+    """``list``: the registered scenarios, one per line, with the first line of each docstring.
+
+    Built-ins come first; another package's scenario is followed by ``[from DIST]``,
+    and one that fails to load says why instead of stopping the listing.
+    """
+    from mesa_llm_testing._discovery import load_scenario, registered_scenarios
+
+    try:
+        registry = registered_scenarios()
+    except ValueError as exc:
+        raise UsageError(str(exc).removeprefix("mesa_llm_testing: ")) from None
     default = default_scenario()
     width = max((len(name) for name in registry), default=0)
-    for name, factory in registry.items():
+    for name, entry in registry.items():
+        try:
+            about = _describe(load_scenario(name))
+        except ValueError as exc:
+            about = str(exc).removeprefix("mesa_llm_testing: ")
         mark = " (default)" if name == default else ""
-        print(f"{name.ljust(width)}  {_describe(factory)}{mark}".rstrip(), file=out)
+        origin = "" if entry.builtin else f" [from {entry.distribution}]"
+        print(f"{name.ljust(width)}  {about}{mark}{origin}".rstrip(), file=out)
     return EXIT_OK
 
 

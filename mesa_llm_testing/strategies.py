@@ -395,8 +395,10 @@ class ScenarioCase:
 
     @property
     def factory(self) -> Callable[..., Any]:
-        """The model factory registered as :attr:`name` in ``scenarios.REGISTRY``."""
-        return _registry()[self.name]
+        """The model factory registered under :attr:`name` (an entry point)."""
+        from mesa_llm_testing._discovery import load_scenario
+
+        return load_scenario(self.name)
 
     def run(self, mode: str, *, llm: FakeLLM | None = None) -> RunTrace:
         """Run the scenario in ``mode`` under :attr:`faults` (or ``llm`` and its plan)."""
@@ -424,12 +426,6 @@ class ScenarioCase:
         )
 
 
-def _registry() -> Mapping[str, Callable[..., Any]]:
-    from scenarios import REGISTRY  # the example models shipped with mesa-llm
-
-    return REGISTRY
-
-
 def scenarios(
     *,
     names: Iterable[str] | None = None,
@@ -443,13 +439,18 @@ def scenarios(
 ) -> SearchStrategy[ScenarioCase]:
     """Runs to check (:class:`ScenarioCase`) of the built-in scenarios, or of ``names``.
 
+    ``names`` may name any registered scenario (see ``mesa-llm-testing list``),
+    including another package's; it must take ``seed`` and ``n_agents``.
+
     The fault plan's seed is the case's seed, so ``case.command()`` replays it with
     ``--seed``; scripted faults target the case's agents and steps. Shrinks towards
     the first name, ``min_agents``, ``min_steps``, seed 0 and no faults.
     """
     fn = "scenarios"
-    registry = _registry()
-    chosen = list(registry) if names is None else list(names)
+    from mesa_llm_testing._discovery import builtin_names, registered_scenarios
+
+    registry = registered_scenarios()
+    chosen = builtin_names() if names is None else list(names)
     unknown = [n for n in chosen if n not in registry]
     if unknown or not chosen:
         raise _fail(fn, "names", names, ", ".join(registry) or "(no scenarios registered)")

@@ -22,8 +22,8 @@ from mesa_llm_testing.checks import (
     check_reproducible,
     run_in_subprocess,
 )
-from scenarios import IslandCommonsModel
-from scenarios._common import DirectReasoning, ScenarioModel
+from mesa_llm_testing.scenarios import IslandCommonsModel
+from mesa_llm_testing.scenarios._common import DirectReasoning, ScenarioModel
 
 SEED = 99
 

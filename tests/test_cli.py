@@ -27,12 +27,12 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_list_shows_the_built_in_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
-    import scenarios
+    import mesa_llm_testing.scenarios as scenarios
 
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == list(scenarios.REGISTRY)
+    assert [line.split()[0] for line in lines] == sorted(scenarios.REGISTRY)
     assert sum("(default)" in line for line in lines) == 1
     assert all(len(line.split()) > 1 for line in lines)  # each has a description
 
@@ -86,10 +86,10 @@ def test_each_mode_runs(capsys: pytest.CaptureFixture[str], mode: str) -> None:
 
 def test_scenario_by_module_and_factory(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(
-        capsys, "run", "scenarios.civil_violence:CivilViolenceModel", *SMALL
+        capsys, "run", "mesa_llm_testing.scenarios.civil_violence:CivilViolenceModel", *SMALL
     )  # fmt: skip
     assert code == 0, out
-    assert "scenarios.civil_violence:CivilViolenceModel: 4 agents, 2 steps" in out
+    assert "mesa_llm_testing.scenarios.civil_violence:CivilViolenceModel: 4 agents, 2 steps" in out
 
 
 def test_scenario_from_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_scenario_from_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
     path.write_text(
         textwrap.dedent(
             '''
-            from scenarios.civil_violence import CivilViolenceModel
+            from mesa_llm_testing.scenarios.civil_violence import CivilViolenceModel
 
             class RiotModel(CivilViolenceModel):
                 """Civil violence with a low legitimacy."""
@@ -122,7 +122,7 @@ def test_a_failed_check_exits_1_with_the_divergence(
     path.write_text(
         textwrap.dedent(
             '''
-            from scenarios.civil_violence import CivilViolenceModel
+            from mesa_llm_testing.scenarios.civil_violence import CivilViolenceModel
 
             class LeakyModel(CivilViolenceModel):
                 """Its state depends on the stepping mode: not reproducible across modes."""
@@ -247,7 +247,7 @@ def test_timeline_without_matplotlib_names_the_extra(
         (["run", "no_such_scenario"], ["'no_such_scenario'", "civil_violence", "module:factory"]),
         (["run", "missing_file.py"], ["'missing_file.py' does not exist"]),
         (["run", "no_such_module_xyz:factory"], ["cannot import", "no_such_module_xyz"]),
-        (["run", "scenarios.civil_violence:Nope"], ["no attribute 'Nope'"]),
+        (["run", "mesa_llm_testing.scenarios.civil_violence:Nope"], ["no attribute 'Nope'"]),
         (["run", "--timeline", "picture.jpg"], ["--timeline", ".png, .svg"]),
         (["run", "--faults", '{"rate": 0.1}', "--kinds", "timeout"], ["--kinds", "FaultPlan JSON"]),
         (["run", "--faults", "{not json"], ["--faults", "FaultPlan JSON"]),

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 )
 from mesa.agent import AgentSet
 
-import scenarios
+import mesa_llm_testing.scenarios as scenarios
 from mesa_llm.parallel_stepping import (
     current_agent,
     disable_automatic_parallel_stepping,

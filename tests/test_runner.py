@@ -24,7 +24,12 @@ from mesa_llm_testing._runner import (
     resolve_scenario,
     state_digest,
 )
-from scenarios import REGISTRY, CivilViolenceModel, IslandCommonsModel, NegotiationModel
+from mesa_llm_testing.scenarios import (
+    REGISTRY,
+    CivilViolenceModel,
+    IslandCommonsModel,
+    NegotiationModel,
+)
 
 SEED = 20240611
 
@@ -378,7 +383,10 @@ def test_resolve_scenario_knows_the_built_ins() -> None:
 
 
 def test_resolve_scenario_imports_module_attributes() -> None:
-    assert resolve_scenario("scenarios.negotiation:NegotiationModel") is NegotiationModel
+    assert (
+        resolve_scenario("mesa_llm_testing.scenarios.negotiation:NegotiationModel")
+        is NegotiationModel
+    )
 
 
 def test_resolve_scenario_loads_a_file_with_one_model(tmp_path: Path) -> None:
@@ -398,12 +406,12 @@ def test_resolve_scenario_errors_say_what_to_write(tmp_path: Path) -> None:
     two = tmp_path / "two.py"
     two.write_text("from mesa import Model\n\nclass A(Model): pass\n\nclass B(Model): pass\n")
 
-    with pytest.raises(ValueError, match=r"use a built-in name \(civil_violence, island_commons"):
+    with pytest.raises(ValueError, match=r"use a registered name \(civil_violence, island_commons"):
         resolve_scenario("nonsense")
     with pytest.raises(ValueError, match=r"defines 2 Mesa Model classes \(A, B\); name one as"):
         resolve_scenario(str(two))
     with pytest.raises(ValueError, match="has no attribute 'Nope'"):
-        resolve_scenario("scenarios.negotiation:Nope")
+        resolve_scenario("mesa_llm_testing.scenarios.negotiation:Nope")
     with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
         resolve_scenario("no_such_module:Model")
 

@@ -9,20 +9,20 @@ from typing import Any
 import pytest
 from mesa import Model
 
-import scenarios
+import mesa_llm_testing.scenarios as scenarios
 from mesa_llm.parallel_stepping import StepReport, parallel_stepping
 from mesa_llm_testing import FakeLLM, FaultPlan, RunTrace, run_scenario
 from mesa_llm_testing.checks import check_isolation, check_ordering, check_reproducible
-from scenarios import (
+from mesa_llm_testing.scenarios import (
     DEFAULT_SCENARIO,
     REGISTRY,
     CivilViolenceModel,
     IslandCommonsModel,
     NegotiationModel,
 )
-from scenarios.civil_violence import Citizen, Cop
-from scenarios.island_commons import Islander
-from scenarios.negotiation import GOODS, Trader
+from mesa_llm_testing.scenarios.civil_violence import Citizen, Cop
+from mesa_llm_testing.scenarios.island_commons import Islander
+from mesa_llm_testing.scenarios.negotiation import GOODS, Trader
 
 SEED = 4242
 PARALLEL = ("asyncio", "threading")

@@ -235,7 +235,7 @@ def test_llm_outputs_reject_bad_options(kwargs: dict[str, Any], words: list[str]
 
 @given(mst.scenarios(min_agents=2, max_agents=4, max_steps=2, max_rate=0.2, scripted=2))
 def test_scenarios_respect_their_bounds(case: mst.ScenarioCase) -> None:
-    import scenarios
+    import mesa_llm_testing.scenarios as scenarios
 
     assert case.name in scenarios.REGISTRY and case.factory is scenarios.REGISTRY[case.name]
     assert 2 <= case.agents <= 4 and 1 <= case.steps <= 2
@@ -288,7 +288,10 @@ def test_scenario_case_repr_shows_the_fault_plan() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"names": ["atlantis"]}, ["names=['atlantis']", "civil_violence, negotiation"]),
+        (
+            {"names": ["atlantis"]},
+            ["names=['atlantis']", "civil_violence, island_commons, negotiation"],
+        ),
         ({"names": []}, ["names=[]"]),
         ({"min_agents": 5, "max_agents": 2}, ["min_agents=5, max_agents=2"]),
         ({"max_steps": 0}, ["max_steps=0", "integers >= 1"]),

@@ -36,7 +36,7 @@ from mesa import Agent
 from mesa_llm.llm_agent import LLMAgent
 from mesa_llm.reasoning import Plan
 from mesa_llm.tools import ToolManager, tool
-from scenarios._common import (
+from mesa_llm_testing.scenarios._common import (
     DEFAULT_LLM_MODEL,
     DirectReasoning,
     ScenarioModel,

@@ -34,7 +34,7 @@ from mesa.space import MultiGrid
 from mesa_llm.llm_agent import LLMAgent
 from mesa_llm.reasoning import Plan, Reasoning
 from mesa_llm.tools import ToolManager, tool
-from scenarios._common import DEFAULT_LLM_MODEL, DirectReasoning, ScenarioModel
+from mesa_llm_testing.scenarios._common import DEFAULT_LLM_MODEL, DirectReasoning, ScenarioModel
 
 if TYPE_CHECKING:
     from mesa_llm.module_llm import RetryPolicy

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from scenarios._common import ScenarioModel
-from scenarios.civil_violence import CivilViolenceModel
-from scenarios.island_commons import IslandCommonsModel
-from scenarios.negotiation import NegotiationModel
+from mesa_llm_testing.scenarios._common import ScenarioModel
+from mesa_llm_testing.scenarios.civil_violence import CivilViolenceModel
+from mesa_llm_testing.scenarios.island_commons import IslandCommonsModel
+from mesa_llm_testing.scenarios.negotiation import NegotiationModel
 
 __all__ = [
     "DEFAULT_SCENARIO",
