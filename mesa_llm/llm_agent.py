@@ -63,13 +63,21 @@ class LLMAgent(Agent):
         self.vision = vision
         self.memory = ShortTermMemory(memory_capacity)
         self.tool_manager = ToolManager(tools or ())
+        extra = dict(llm_kwargs or {})
+        if "api_base" in extra:  # llm_kwargs may point the agent at an endpoint too
+            if api_base is not None and extra["api_base"] != api_base:
+                raise ValueError(
+                    f"mesa_llm: LLMAgent got api_base={api_base!r} and "
+                    f"llm_kwargs['api_base']={extra['api_base']!r}; give it once"
+                )
+            api_base = extra.pop("api_base")
         self.llm = ModuleLLM(
             llm_model,
             api_base,
             system_prompt,
             seed=_llm_seed(getattr(model, "_seed", None), self.unique_id),
             agent=self,
-            **(llm_kwargs or {}),
+            **extra,
         )
         self.reasoning: Reasoning = reasoning(self)
 

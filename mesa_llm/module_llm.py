@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from mesa_llm._batching import BatchBackend, BatchConfig, BatchProcessor
+from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm._retry import (
     TRANSIENT_ERRORS,
@@ -147,8 +148,8 @@ class ModuleLLM:
 
         Safe to call from many threads at once. Never batched.
         """
-        request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
         with self._attributed():
+            request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
             return call_with_retries(
                 self.retry, self._rng, lambda: import_litellm().completion(**request)
             )
@@ -164,8 +165,8 @@ class ModuleLLM:
         **kwargs: Any,
     ) -> ModelResponse:
         """Async :meth:`generate`; with ``batching``, each attempt is queued in the shared batch."""
-        request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
         with self._attributed():
+            request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
             if self.batching is None:
                 return await acall_with_retries(
                     self.retry, self._rng, lambda: import_litellm().acompletion(**request)
@@ -205,6 +206,9 @@ class ModuleLLM:
                 request[name] = value
         request.update(self.completion_kwargs)
         request.update(kwargs)
+        # Who is calling, for fault-injecting servers (mesa_llm._identity); the caller's own
+        # extra_headers win.
+        request["extra_headers"] = {**identity_headers(), **(request.get("extra_headers") or {})}
         request["num_retries"] = 0
         request["max_retries"] = 0
         return request

@@ -2,8 +2,8 @@
 
 One behaviour, three ways in: :meth:`FakeLLM.complete` (direct, in-process), the
 litellm custom provider ``mesa-fake/...`` (:meth:`FakeLLM.activate`), and an
-OpenAI-compatible HTTP endpoint on respx (:meth:`FakeLLM.http`). Importing this
-module imports neither litellm nor respx.
+OpenAI-compatible HTTP server on a loopback socket (:meth:`FakeLLM.http`). Importing
+this module imports neither litellm nor the HTTP server.
 """
 
 from __future__ import annotations
@@ -448,7 +448,9 @@ class FakeLLM:
         else:
             uid = getattr(agent, "unique_id", None)
             step = getattr(getattr(agent, "model", None), "steps", None)
-        call = self.faults.next_call(agent=uid, step=step)
+        # A request over HTTP names its model run (_callers.RemoteModel): count per run.
+        run = getattr(getattr(agent, "model", None), "mesa_llm_run", None)
+        call = self.faults.next_call(agent=uid if run is None else (run, uid), step=step)
         return FakeRequest(
             model,
             list(messages),
@@ -568,16 +570,22 @@ class FakeLLM:
 
         return activate(self, intercept_all=intercept_all)
 
-    def http(self, *, base_url: str = "https://fake-llm.test/v1") -> AbstractContextManager[str]:
-        """Serve this fake as an OpenAI-compatible endpoint on respx; yields the ``api_base``.
+    def http(
+        self, *, host: str = "127.0.0.1", port: int = 0, stall: float = 60.0
+    ) -> AbstractContextManager[str]:
+        """Serve this fake as an OpenAI-compatible endpoint on a real socket; yield its api_base.
 
-        ``POST {base_url}/chat/completions`` answers like OpenAI (real error bodies and
-        headers, ``httpx.ReadTimeout`` / ``httpx.ConnectError`` for timeouts and
-        connection errors); other requests through httpx raise respx's "not mocked".
+        An ``aiohttp`` server on ``host:port`` (default 127.0.0.1, a free port), run by a
+        background thread with its own event loop; the block yields
+        ``http://127.0.0.1:PORT/v1`` and stops the server on exit (bounded). Every client
+        reaches it: litellm, the OpenAI SDK, httpx, urllib, other processes. Faults are
+        real HTTP; a TIMEOUT stalls ``stall`` seconds (or until the client hangs up), so
+        give clients a shorter timeout. Callers are identified by their ``X-Mesa-LLM-*``
+        headers (see ``mesa_llm_testing._callers``).
         """
-        from mesa_llm_testing._http import serve
+        from mesa_llm_testing._server import serve  # the core never imports its transports
 
-        return serve(self, base_url=base_url)
+        return serve(self, host=host, port=port, stall=stall)
 
 
 def _messages(messages: Sequence[Any] | None, prompt: str | None) -> list[Any]:

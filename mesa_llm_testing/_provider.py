@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeLLM, FakeRequest
 from mesa_llm_testing._faults import FaultKind
@@ -56,7 +57,9 @@ PROVIDER: Final = "mesa-fake"
 ENDPOINT: Final = "https://mesa-fake.invalid/v1/chat/completions"
 _EXCEPTION_PREFIX: Final = "Mesa-fakeException - "
 #: optional_params the fake interprets itself or that only steer litellm / the SDK.
-_NOT_PARAMS: Final = frozenset({"tools", "tool_choice", "response_format", "max_retries", "stream"})
+_NOT_PARAMS: Final = frozenset(
+    {"tools", "tool_choice", "response_format", "max_retries", "stream", "extra_headers"}
+)
 
 # The model string the caller passed, set by the wrapper for the provider to record.
 _asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -374,7 +377,10 @@ def _route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ..
     _skip_mcp_lookup(kwargs)
     base = kwargs.get("api_base") or kwargs.get("base_url")
     if base and str(base).rstrip("/") in ACTIVE_HTTP_BASES:
-        return None  # aimed at a FakeLLM.http() endpoint: let the HTTP layer see it
+        # Aimed at a FakeLLM.http() endpoint: let the HTTP layer see it, saying who calls
+        # (as ModuleLLM does), so the server keys faults as this provider would.
+        kwargs["extra_headers"] = {**identity_headers(), **(kwargs.get("extra_headers") or {})}
+        return None
     model = str((args[0] if args else kwargs.get("model")) or "")
     if not model.startswith(PROVIDER + "/") and not entry.intercept_all:
         return None

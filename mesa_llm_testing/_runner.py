@@ -29,7 +29,7 @@ from mesa_llm.parallel_stepping import (
     _agent_set_types,  # the one list of Mesa set types that define shuffle_do
     parallel_stepping,
 )
-from mesa_llm_testing._fake import FakeCall, FakeLLM
+from mesa_llm_testing._fake import ERROR_KINDS, FakeCall, FakeLLM
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 
 if TYPE_CHECKING:
@@ -545,7 +545,11 @@ def _call_trace(c: FakeCall) -> CallTrace:
             "response_format": request.response_format,
         }
     )
-    if c.exception is not None:
+    if c.fault in ERROR_KINDS:
+        # What the caller raised depends on the layer (the provider raises, the HTTP server
+        # answers a status); the agent's outcome keeps the exception the agent saw.
+        response = f"error:{c.fault.value}"
+    elif c.exception is not None:
         response = f"error:{type(c.exception).__name__}"
     elif c.response is not None:
         reply = c.response

@@ -42,7 +42,8 @@ EXPECTED_EXCEPTIONS: Final[Mapping[FaultKind, frozenset[str]]] = {
     FaultKind.RATE_LIMIT: frozenset({"RateLimitError"}),
     FaultKind.TIMEOUT: frozenset({"Timeout"}),
     FaultKind.SERVER_ERROR: frozenset({"InternalServerError", "ServiceUnavailableError"}),
-    FaultKind.CONNECTION_ERROR: frozenset({"APIConnectionError"}),
+    # litellm reports a reset connection to an OpenAI endpoint as a 500 "Connection error.".
+    FaultKind.CONNECTION_ERROR: frozenset({"APIConnectionError", "InternalServerError"}),
     FaultKind.EMPTY_RESPONSE: frozenset({"EmptyResponseError"}),
     FaultKind.MALFORMED_JSON: frozenset({"MalformedResponseError", "ToolArgumentsError"}),
 }

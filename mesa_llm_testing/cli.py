@@ -7,6 +7,7 @@
                          [--trace PATH] [--timeline PATH]
     mesa-llm-testing replay TRACE [--mode asyncio|threading|sequential]
     mesa-llm-testing list
+    mesa-llm-testing serve [--port P] [--faults R] [--seed N] ...   (see _serve_cli)
 
 SCENARIO is a registered name (``mesa-llm-testing list``), a path to a ``.py`` file
 (optionally ``file.py:factory``) or ``module:factory``; without it the default
@@ -30,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
+
+from mesa_llm_testing._serve_cli import add_serve_parser, cmd_serve
 
 if TYPE_CHECKING:
     from mesa_llm_testing._fake import FakeLLM
@@ -105,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Mesa-LLM scenarios offline on a deterministic fake LLM, under injected "
         "faults, and check isolation, ordering and reproducibility.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,replay,list}", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="{run,replay,list,serve}", required=True
+    )
 
     run = commands.add_parser(
         "run",
@@ -197,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "list", help="list the scenarios: the built-ins and those other packages register"
     )
-    for sub in (run, replay, listing):
+    serve = add_serve_parser(commands)
+    for sub in (run, replay, listing, serve):
         sub.set_defaults(subparser=sub)  # usage errors found later print this one's usage
     return parser
 
@@ -689,6 +695,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
     "run": cmd_run,
     "replay": cmd_replay,
     "list": cmd_list,
+    "serve": cmd_serve,
 }
 
 

@@ -43,6 +43,9 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "transports": (
         "mesa_llm_testing._provider",
         "mesa_llm_testing._http",
+        "mesa_llm_testing._callers",
+        "mesa_llm_testing._server",
+        "mesa_llm_testing._stats",
         "mesa_llm_testing._cassettes",
     ),
     "runner": (
@@ -58,6 +61,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing.plugin",
         "mesa_llm_testing._pytest_support",
         "mesa_llm_testing.cli",
+        "mesa_llm_testing._serve_cli",
     ),
     "examples": (EXAMPLES,),
 }
@@ -68,8 +72,10 @@ KNOWN_VIOLATIONS: Final[frozenset[str]] = frozenset(
     {
         # The fake's core builds its own transports (FakeLLM.http(), activate()); being
         # removed in the harness split of issue 11: transports import the core, never back.
-        "cycle: mesa_llm_testing._fake, mesa_llm_testing._http, mesa_llm_testing._provider",
-        "layer: mesa_llm_testing._fake -> mesa_llm_testing._http (harness core imports transports)",
+        "cycle: mesa_llm_testing._fake, mesa_llm_testing._http, mesa_llm_testing._provider, "
+        "mesa_llm_testing._server",
+        "layer: mesa_llm_testing._fake -> mesa_llm_testing._server (harness core imports "
+        "transports)",
         "layer: mesa_llm_testing._fake -> mesa_llm_testing._provider (harness core imports "
         "transports)",
         # plan_settings / plan_from_settings live in the runner; they belong with the plans.

@@ -1,15 +1,20 @@
-"""FakeLLM.http(): an OpenAI-compatible endpoint seen by real httpx, OpenAI SDK and litellm."""
+"""FakeLLM.http(): a real loopback server seen by the OpenAI SDK, litellm, httpx and urllib."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import httpx
+import mesa
 import openai
 import pytest
 
+from mesa_llm._identity import AGENT_HEADER, RUN_HEADER, STEP_HEADER
 from mesa_llm._litellm import import_litellm
 from mesa_llm.parallel_stepping import acting_as
 from mesa_llm_testing import FakeLLM, FaultKind, FaultPlan
@@ -29,6 +34,8 @@ MOVE: Any = {
     },
 }
 MODES = ["sync", "async"]
+CLIENT_TIMEOUT = 0.5  # clients give up on a stalled (TIMEOUT) answer after this
+STALL = 3.0  # the server stalls at most this long (it stops as soon as the client hangs up)
 
 
 def faulty(kind: str, **kwargs: Any) -> FakeLLM:
@@ -44,30 +51,45 @@ def via_litellm(mode: str, api_base: str, **kwargs: Any) -> Any:
         "api_key": "sk-fake",
         "num_retries": 0,
         "max_retries": 0,
+        "timeout": CLIENT_TIMEOUT,
         **kwargs,
     }
     if kwargs.get("tools"):
-        kwargs["_skip_mcp_handler"] = (
-            True  # litellm 1.10x needs the optional `mcp` package otherwise
-        )
+        kwargs["_skip_mcp_handler"] = True  # litellm 1.10x needs the optional `mcp` otherwise
     if mode == "sync":
         return litellm.completion(**kwargs)
     return asyncio.run(litellm.acompletion(**kwargs))
 
 
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST with urllib (no third-party client at all); (status, parsed JSON body)."""
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def chat(api_base: str, **body: Any) -> bytes:
+    return json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, **body}).encode()
+
+
 # --------------------------------------------------------------------------- the wire format
 
 
-def test_replies_are_openai_chat_completion_json() -> None:
+def test_it_is_a_real_socket_on_loopback_with_openai_chat_completion_json() -> None:
     fake = FakeLLM(seed=5)
     with fake.http() as api_base:
         response = httpx.post(
             f"{api_base}/chat/completions",
             json={"model": "gpt-4o-mini", "messages": MESSAGES, "tools": [MOVE], "temperature": 0},
         )
-    assert api_base == "https://fake-llm.test/v1"
+    assert api_base.startswith("http://127.0.0.1:") and api_base.endswith("/v1")
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-request-id"].startswith("req_")
     body = response.json()
     assert body["object"] == "chat.completion"
@@ -83,13 +105,58 @@ def test_replies_are_openai_chat_completion_json() -> None:
     assert fake.calls.last.request.params == {"temperature": 0}
 
 
+def test_the_server_stops_on_exit() -> None:
+    with FakeLLM().http() as api_base:
+        assert httpx.get(api_base.removesuffix("/v1") + "/health").json() == {"status": "ok"}
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(api_base.removesuffix("/v1") + "/health", timeout=2)
+
+
+def test_urllib_gets_replies_and_every_fault_kind() -> None:
+    fake = FakeLLM(return_value="plain urllib")
+    with fake.http() as api_base:
+        assert post(f"{api_base}/chat/completions", chat(api_base))[1]["choices"][0]["message"][
+            "content"
+        ] == ("plain urllib")
+    for kind, status in (("rate_limit", 429), ("server_error", None)):
+        with faulty(kind, retry_after=3).http() as api_base:
+            code, body = post(f"{api_base}/chat/completions", chat(api_base))
+        assert code == status if status else code in (500, 503)
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    with faulty("timeout").http(stall=STALL) as api_base, pytest.raises(TimeoutError):
+        post_with_timeout(f"{api_base}/chat/completions", chat(api_base))
+    with (
+        faulty("connection_error").http() as api_base,
+        pytest.raises((ConnectionError, urllib.error.URLError, OSError)),
+    ):
+        post(f"{api_base}/chat/completions", chat(api_base))
+    for kind in ("malformed_json", "empty_response"):
+        with faulty(kind).http() as api_base:
+            code, body = post(
+                f"{api_base}/chat/completions",
+                chat(api_base, response_format={"type": "json_object"}),
+            )
+        assert code == 200
+        content = body["choices"][0]["message"]["content"]
+        if kind == "empty_response":
+            assert not content
+        else:
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(content)
+
+
+def post_with_timeout(url: str, body: bytes) -> None:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT):
+        pass
+
+
 def test_rate_limit_response_has_openai_body_and_headers() -> None:
     fake = faulty("rate_limit", retry_after=2)
-    with fake.http(base_url="https://llm.example.test/v1/") as api_base:
+    with fake.http() as api_base:
         response = httpx.post(
             f"{api_base}/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES}
         )
-    assert api_base == "https://llm.example.test/v1"
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"
     assert response.headers["retry-after-ms"] == "2000"
@@ -109,25 +176,6 @@ def test_rate_limit_response_has_openai_body_and_headers() -> None:
     assert fake.faults.injected[0].layer == "http"
 
 
-def test_bad_requests_get_openai_400s() -> None:
-    fake = FakeLLM()
-    with fake.http() as api_base:
-        not_json = httpx.post(f"{api_base}/chat/completions", content=b"{nope")
-        no_messages = httpx.post(f"{api_base}/chat/completions", json={"model": "m"})
-        streaming = httpx.post(
-            f"{api_base}/chat/completions",
-            json={"model": "m", "messages": MESSAGES, "stream": True},
-        )
-    assert [r.status_code for r in (not_json, no_messages, streaming)] == [400, 400, 400]
-    assert streaming.json()["error"]["param"] == "stream"
-    assert not fake.called
-
-
-def test_other_hosts_are_not_reached() -> None:
-    with FakeLLM().http(), pytest.raises(Exception, match="not mocked"):
-        httpx.get("https://api.openai.com/v1/models")
-
-
 # --------------------------------------------------------------------------- the OpenAI SDK
 
 
@@ -140,8 +188,15 @@ def test_openai_sdk_reads_replies_and_faults() -> None:
         .at(agent=None, step=None, call=4, kind="connection_error")
     )
     fake = FakeLLM(seed=2, faults=plan)
-    with fake.http() as api_base:
-        client = openai.OpenAI(base_url=api_base, api_key="sk-fake", max_retries=0)
+    with fake.http(stall=STALL) as api_base:
+        client = openai.OpenAI(
+            base_url=api_base,
+            api_key="sk-fake",
+            max_retries=0,
+            timeout=CLIENT_TIMEOUT,
+            # A run id without an agent: keyed like calls outside any agent's step.
+            default_headers={RUN_HEADER: "sdk-test"},
+        )
         ok = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=[MOVE])
         assert ok.choices[0].message.tool_calls
         assert ok.choices[0].message.tool_calls[0].function.name == "move"  # type: ignore[union-attr]
@@ -164,8 +219,23 @@ def test_openai_sdk_reads_replies_and_faults() -> None:
         FaultKind.TIMEOUT,
         FaultKind.CONNECTION_ERROR,
     ]
-    assert isinstance(fake.calls[3].exception, httpx.ReadTimeout)
-    assert isinstance(fake.calls[4].exception, httpx.ConnectError)
+    assert [c.status_code for c in fake.calls][:2] == [200, 429]
+    assert [c.status_code for c in fake.calls][3:] == [None, None]  # no answer sent
+
+
+@pytest.mark.parametrize("kind", ["malformed_json", "empty_response"])
+def test_openai_sdk_gets_bad_200s(kind: str) -> None:
+    with faulty(kind).http() as api_base:
+        client = openai.OpenAI(base_url=api_base, api_key="sk-fake", max_retries=0)
+        reply = client.chat.completions.create(
+            model="m", messages=MESSAGES, response_format={"type": "json_object"}
+        )
+    content = reply.choices[0].message.content
+    if kind == "empty_response":
+        assert not content
+    else:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(content or "")
 
 
 async def test_async_openai_sdk_goes_through_the_endpoint() -> None:
@@ -174,6 +244,35 @@ async def test_async_openai_sdk_goes_through_the_endpoint() -> None:
         client = openai.AsyncOpenAI(base_url=api_base, api_key="sk-fake", max_retries=0)
         response = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert response.choices[0].message.content == "async hello"
+
+
+def test_streaming_is_server_sent_events_in_the_openai_chunk_shape() -> None:
+    fake = FakeLLM(seed=3)
+    with fake.http() as api_base:
+        client = openai.OpenAI(base_url=api_base, api_key="sk-fake", max_retries=0)
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        )
+        chunks = list(
+            client.chat.completions.create(model="m", messages=MESSAGES, tools=[MOVE], stream=True)
+        )
+        raw = httpx.post(f"{api_base}/chat/completions", content=chat(api_base, stream=True))
+    assert text == fake.calls[0].response.content
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    (call,) = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert call.function.name == "move"  # type: ignore[union-attr]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.text.rstrip().endswith("data: [DONE]")
+
+
+def test_litellm_streams_through_the_endpoint() -> None:
+    fake = FakeLLM(return_value="streamed reply")
+    with fake.http() as api_base:
+        stream = via_litellm("sync", api_base, stream=True)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == "streamed reply"
 
 
 # --------------------------------------------------------------------------- litellm (OpenAI)
@@ -203,9 +302,12 @@ def test_litellm_sees_a_429_as_rate_limit_error_with_retry_after(mode: str) -> N
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_litellm_sees_a_read_timeout_as_timeout(mode: str) -> None:
-    with faulty("timeout").http() as api_base, pytest.raises(litellm.Timeout):
+def test_litellm_sees_a_stalled_answer_as_timeout(mode: str) -> None:
+    started = time.perf_counter()
+    with faulty("timeout").http(stall=STALL) as api_base, pytest.raises(litellm.Timeout):
         via_litellm(mode, api_base)
+    # The client gave up after CLIENT_TIMEOUT; the server let go as soon as it hung up.
+    assert time.perf_counter() - started < STALL
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -223,13 +325,11 @@ def test_litellm_sees_server_errors_as_500_or_503(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_litellm_sees_a_connect_error_as_a_connection_failure(mode: str) -> None:
+def test_litellm_sees_a_reset_connection_as_openai_connection_error(mode: str) -> None:
     # litellm's OpenAI provider reports the SDK's APIConnectionError as a 500 "Connection error."
     with (
         faulty("connection_error").http() as api_base,
-        pytest.raises(
-            (litellm.APIConnectionError, litellm.InternalServerError), match="Connection error"
-        ),
+        pytest.raises(litellm.InternalServerError, match="Connection error"),
     ):
         via_litellm(mode, api_base)
 
@@ -257,22 +357,27 @@ def test_side_effect_provider_errors_become_http_statuses() -> None:
             429, headers={"retry-after": "7"}, request=httpx.Request("POST", "https://x")
         ),
     )
-    fake = FakeLLM(side_effect=[error])
-    with fake.http() as api_base, pytest.raises(litellm.RateLimitError) as info:
-        via_litellm("sync", api_base)
+    fake = FakeLLM(side_effect=[error, ValueError("boom")])
+    with fake.http() as api_base:
+        with pytest.raises(litellm.RateLimitError) as info:
+            via_litellm("sync", api_base)
+        with pytest.raises(litellm.InternalServerError, match="boom"):
+            via_litellm("sync", api_base)
     assert info.value.litellm_response_headers["retry-after"] == "7"
-    assert fake.calls.last.status_code == 429
+    assert [c.status_code for c in fake.calls] == [429, 500]
 
 
-def test_http_calls_are_attributed_to_the_current_agent() -> None:
-    import mesa
+# --------------------------------------------------------------------------- who is calling
 
+
+def test_identity_headers_key_faults_like_the_provider() -> None:
     model = mesa.Model(seed=0)
     agent = mesa.Agent(model)
     model.steps = 4
     plan = FaultPlan().at(agent=agent.unique_id, step=4, call=1, kind="timeout")
     fake = FakeLLM(faults=plan)
-    with fake.http() as api_base, acting_as(agent):
+    # While a fake is active, plain litellm calls to the endpoint carry the caller's identity.
+    with fake.activate(intercept_all=False), fake.http(stall=STALL) as api_base, acting_as(agent):
         via_litellm("sync", api_base)
         with pytest.raises(litellm.Timeout):
             via_litellm("async", api_base)
@@ -284,38 +389,78 @@ def test_http_calls_are_attributed_to_the_current_agent() -> None:
     assert (fault.agent, fault.step, fault.call, fault.layer) == (agent.unique_id, 4, 1, "http")
 
 
-async def test_latency_does_not_block_the_event_loop() -> None:
-    fake = FakeLLM(latency=0.1)
+def test_runs_keep_their_call_counts_apart() -> None:
+    plan = FaultPlan().at(agent=1, step=1, call=1, kind="rate_limit")
+    fake = FakeLLM(faults=plan)
+    with fake.http() as api_base:
+        statuses = []
+        for run in ("a", "b", "a", "b"):  # interleaved: each run's second call is its call 1
+            headers = {RUN_HEADER: run, AGENT_HEADER: "1", STEP_HEADER: "1"}
+            statuses.append(post(f"{api_base}/chat/completions", chat(api_base), headers)[0])
+    assert statuses == [200, 200, 429, 429]
+    assert [(f.agent, f.step, f.call) for f in plan.injected] == [(1, 1, 1), (1, 1, 1)]
+
+
+def test_requests_without_identity_are_keyed_by_content_and_occurrence() -> None:
+    def run(order: list[str]) -> dict[tuple[str, int], int]:
+        fake = FakeLLM(faults=FaultPlan(0.5, kinds="rate_limit", seed=11))
+        with fake.http() as api_base:
+            seen: dict[str, int] = {}
+            result = {}
+            for text in order:
+                body = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+                index = seen[text] = seen.get(text, -1) + 1
+                result[(text, index)] = post(f"{api_base}/chat/completions", body.encode())[0]
+        assert {c.agent for c in fake.calls} == {c.agent for c in fake.calls if "fp:" in c.agent}
+        return result
+
+    words = [f"prompt {i}" for i in range(8)] * 2
+    forward, backward = run(words), run(list(reversed(words)))
+    assert forward == backward  # the same content faults the same way, whatever the order
+    assert set(forward.values()) == {200, 429}
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def test_bad_requests_get_openai_4xx_and_the_server_keeps_serving() -> None:
+    fake = FakeLLM(return_value="still here")
+    with fake.http() as api_base:
+        url = f"{api_base}/chat/completions"
+        answers = [
+            post(url, b"{nope"),
+            post(url, b"[1, 2]"),
+            post(url, json.dumps({"model": "m"}).encode()),
+            post(url, json.dumps({"model": "m", "messages": "hi"}).encode()),
+            post(url, b"x" * (9 * 1024 * 1024)),
+            post(f"{api_base}/nowhere", b"{}"),
+        ]
+        wrong_method = httpx.get(url)
+        ok = post(url, chat(api_base))
+    assert [status for status, _ in answers] == [400, 400, 400, 400, 413, 404]
+    assert wrong_method.status_code == 405
+    for _, body in [*answers, (0, wrong_method.json())]:
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert answers[2][1]["error"]["param"] == "messages"
+    assert ok[1]["choices"][0]["message"]["content"] == "still here"
+    assert fake.call_count == 1
+
+
+async def test_latency_does_not_block_the_server() -> None:
+    fake = FakeLLM(latency=0.25)
     with fake.http() as api_base:
         client = openai.AsyncOpenAI(base_url=api_base, api_key="sk-fake", max_retries=0)
         loop = asyncio.get_running_loop()
         start = loop.time()
         await asyncio.gather(
-            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(6))
+            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(8))
         )
-        assert loop.time() - start < 0.45
-    assert fake.call_count == 6
+        # 8 x 0.25 = 2 s if the latency were served one at a time; overlapped, about 0.25 s.
+        assert loop.time() - start < 1.0
+    assert fake.call_count == 8
 
 
-def test_with_the_provider_active_http_calls_still_reach_the_endpoint() -> None:
-    """The plugin's fake_llm_http: the provider (not intercepting) and the endpoint together."""
-    fake = FakeLLM(return_value="over http")
-    with fake.activate(intercept_all=False), fake.http() as api_base:
-        # No _skip_mcp_handler here: while active, the fake's litellm wrapper adds it.
-        response = litellm.completion(
-            model="openai/gpt-4o-mini",
-            messages=MESSAGES,
-            tools=[MOVE],
-            api_base=api_base,
-            api_key="sk-fake",
-            num_retries=0,
-            max_retries=0,
-        )
-    assert response.choices[0].message.content == "over http"
-    assert fake.calls.last.layer == "http"
-
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
 def test_intercept_all_lets_calls_to_the_endpoint_through_and_answers_the_rest(mode: str) -> None:
     """fake_llm + fake_llm_http: HTTP faults stay HTTP faults, other calls stay answered."""
     plan = FaultPlan(0).at(agent=None, step=None, call=0, kind=FaultKind.RATE_LIMIT)

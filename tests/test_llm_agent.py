@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from mesa import Model
-from mesa.discrete_space import CellAgent, OrthogonalMooreGrid
+
+try:
+    from mesa.discrete_space import CellAgent, OrthogonalMooreGrid
+except ImportError:  # Mesa < 3.2 (the oldest-versions tox env): still experimental
+    from mesa.experimental.cell_space import CellAgent, OrthogonalMooreGrid  # type: ignore[no-redef]
 from mesa.space import ContinuousSpace, MultiGrid
 
 from mesa_llm.errors import MissingAPIKeyError
