@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from mesa_llm_testing import FakeLLM, FaultPlan, RunTrace, run_scenario
-from scenarios import DEFAULT_SCENARIO, REGISTRY
+from mesa_llm_testing.scenarios import DEFAULT_SCENARIO, REGISTRY
 
 KINDS = "rate_limit,server_error,timeout,malformed_json,empty_response,connection_error"
 SEED = 5

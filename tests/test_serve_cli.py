@@ -27,7 +27,7 @@ CLIENT = textwrap.dedent(
     import json, sys
     from mesa_llm import RetryPolicy
     from mesa_llm.parallel_stepping import parallel_stepping
-    from scenarios import DEFAULT_SCENARIO, REGISTRY
+    from mesa_llm_testing.scenarios import DEFAULT_SCENARIO, REGISTRY
 
     model = REGISTRY[DEFAULT_SCENARIO](
         seed=3, n_agents=6, llm_model="openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=1),
