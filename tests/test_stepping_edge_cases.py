@@ -184,7 +184,10 @@ def test_a_timed_out_agents_thread_never_blocks_the_next_step(mode: str) -> None
 
     try:
         first = step_agents_parallel_sync(
-            [Stuck(model)], mode=mode, timeout=0.05, max_workers=1  # type: ignore[arg-type]
+            [Stuck(model)],
+            mode=mode,
+            timeout=0.05,
+            max_workers=1,  # type: ignore[arg-type]
         )
         assert first.outcomes[0].status == "timeout"
         start = time.monotonic()
@@ -321,9 +324,7 @@ def test_sequential_mode_runs_one_at_a_time_in_mesas_order_isolated_and_reported
     assert model.log == [(e, uid) for uid in order for e in ("start", "end")]
     failed = {o.unique_id for o in report.failed}
     assert failed == {a.unique_id for a in model.agents if a.fail}
-    assert len([r for r in caplog.records if r.name == "mesa_llm.parallel_stepping"]) == len(
-        failed
-    )
+    assert len([r for r in caplog.records if r.name == "mesa_llm.parallel_stepping"]) == len(failed)
     assert model.random.getstate() == reference.random.getstate()
     with pytest.raises(RuntimeError, match="failed"):  # raise mode stops at the first failure
         step_agents_parallel_sync(list(model.agents), mode="sequential", on_error="raise")
