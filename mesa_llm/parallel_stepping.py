@@ -1,12 +1,17 @@
 """Parallel stepping for Mesa agents, resilient to per-agent failures.
 
-Two modes run a method on many agents at once:
+Three modes run a method on many agents:
 
 * ``"asyncio"``: agents with an async ``a<method>`` (e.g. ``astep``) are awaited
   concurrently on one event loop; agents with only the sync method run in worker
   threads so they never block the loop.
 * ``"threading"``: agents run in a reusable thread pool; async methods run on an
   event loop owned by each worker thread and reused across steps.
+* ``"sequential"``: agents run one at a time, in the order given (Mesa's shuffle
+  order under automatic stepping), with the same isolation, report, ``on_error``,
+  ``timeout`` and logging as the parallel modes: the reference the parallel runs
+  are compared with. A sync agent without a timeout runs in the caller's thread;
+  an async agent, or any agent with a timeout, runs in a worker thread.
 
 By default (``on_error="isolate"``) every agent runs to completion whatever the
 others raise; each failure is logged once on this module's logger and returned
@@ -30,8 +35,10 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -56,13 +63,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["asyncio", "threading"]
+Mode = Literal["asyncio", "threading", "sequential"]
 OnError = Literal["isolate", "raise"]
 Status = Literal["ok", "error", "timeout", "cancelled"]
 
-MODES: Final = ("asyncio", "threading")
+MODES: Final = ("asyncio", "threading", "sequential")
 ON_ERROR: Final = ("isolate", "raise")
 DEFAULT_MAX_WORKERS: Final = 32
+#: An async agent holding the event loop this long without awaiting is logged as blocking it.
+BLOCKING_WARNING_SECONDS: Final = 0.1
 
 
 # --------------------------------------------------------------------------- context
@@ -77,6 +86,13 @@ _current_agent: contextvars.ContextVar[Any] = contextvars.ContextVar(
 # (a nested step) uses thread pools of its own depth, so it never waits for workers
 # that its own callers are holding.
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("mesa_llm_step_depth", default=0)
+
+# Set inside a step that the library's event-loop thread is blocked waiting for (a
+# nested step made synchronously from an async agent): steps nested in it must not
+# wait for that loop either, so they run in threads.
+_loop_blocked: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mesa_llm_loop_blocked", default=False
+)
 
 
 def current_agent() -> Agent | None:
@@ -99,7 +115,12 @@ def acting_as(agent: Agent | None) -> Iterator[Agent | None]:
 
 @dataclass(slots=True)
 class AgentOutcome:
-    """What happened to one agent in a parallel step."""
+    """What happened to one agent in a step.
+
+    ``blocked`` is the longest stretch, in seconds, that the agent's async method
+    held the event loop without awaiting (asyncio mode only; 0.0 otherwise). While
+    it does, no other agent runs and no timeout can fire.
+    """
 
     agent: Any
     unique_id: Any
@@ -107,6 +128,7 @@ class AgentOutcome:
     value: Any = None
     exception: BaseException | None = None
     elapsed: float = 0.0
+    blocked: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -207,6 +229,29 @@ def _log_failure(agent: Any, method: str, exc: BaseException) -> None:
     )
 
 
+def _report(outcomes: list[AgentOutcome], method: str, mode: str, s: _Settings) -> StepReport:
+    """The step's report; the one place every engine logs failures and loop-blocking agents."""
+    warn_after = BLOCKING_WARNING_SECONDS
+    if s.timeout is not None:
+        warn_after = min(warn_after, s.timeout)
+    for o in outcomes:
+        if o.exception is not None and s.on_error == "isolate":
+            _log_failure(o.agent, method, o.exception)
+        if o.blocked >= warn_after:
+            logger.warning(
+                "mesa_llm: agent %s (%s.a%s) blocked the event loop for %.3f s without "
+                "awaiting; no other agent ran and no timeout could fire meanwhile. Await "
+                "blocking work (asyncio.to_thread), give the agent a sync %s() instead, "
+                "or use threading mode",
+                o.unique_id,
+                type(o.agent).__name__,
+                method,
+                o.blocked,
+                method,
+            )
+    return StepReport(outcomes, method, mode)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -231,8 +276,13 @@ def _check_positive(name: str, value: Any, *, integer: bool) -> None:
     if value is None:
         return
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        want = "an integer >= 1" if integer else "a number of seconds > 0"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)  # nan would time out everything, inf overflows waits
+        or value <= 0
+    ):
+        want = "an integer >= 1" if integer else "a finite number of seconds > 0"
         raise ValueError(f"mesa_llm: invalid {name}={value!r}; expected {want} or None")
 
 
@@ -251,15 +301,42 @@ def _settings(
     return _Settings(mode, on_error, timeout, max_concurrency, max_workers)
 
 
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str) or not method:
+        raise ValueError(
+            f"mesa_llm: invalid method={method!r}; expected a non-empty string naming the "
+            f"agents' method, e.g. 'step'"
+        )
+    return method
+
+
 def _as_list(agents: Iterable[Any]) -> list[Any]:
-    if isinstance(agents, list):
-        return agents
+    """The agents as a list, checked before any runs: Mesa agents, each at most once.
+
+    A duplicated agent is rejected rather than stepped once: a list that names an
+    agent twice is a bug in the caller, and stepping it twice concurrently would race.
+    """
     if agents is None or isinstance(agents, (str, bytes)):
         raise TypeError(
             f"mesa_llm: agents must be a list, an iterable of agents or a Mesa agent set, "
             f"not {type(agents).__name__}"
         )
-    return list(agents)
+    found = agents if isinstance(agents, list) else list(agents)
+    seen: dict[int, int] = {}
+    for i, agent in enumerate(found):
+        if not hasattr(agent, "unique_id"):
+            raise TypeError(
+                f"mesa_llm: agents[{i}] is a {type(agent).__name__}, not a Mesa agent "
+                f"(it has no unique_id); pass Mesa agents only"
+            )
+        first = seen.setdefault(id(agent), i)
+        if first != i:
+            raise ValueError(
+                f"mesa_llm: agent {agent.unique_id} ({type(agent).__name__}) is listed twice "
+                f"(agents[{first}] and agents[{i}]); each agent is stepped once per step, "
+                f"so remove the duplicate"
+            )
+    return found
 
 
 # --------------------------------------------------------------------------- method lookup
@@ -333,7 +410,7 @@ class _Pools:
 
     def get(self, max_workers: int | None) -> concurrent.futures.ThreadPoolExecutor:
         """The pool of this size for the current nesting depth of steps."""
-        key = (max_workers or DEFAULT_MAX_WORKERS, _depth.get())
+        key = (max_workers or DEFAULT_MAX_WORKERS, _depth.get() + _loop_blocked.get())
         pool = self._pools.get(key)
         if pool is None:
             with self._lock:
@@ -357,9 +434,36 @@ class _Pools:
                 self._loops.append(loop)
         return loop
 
-    def orphan(self, future: concurrent.futures.Future[Any]) -> None:
+    def discard_worker_loop(self, interrupt: BaseException) -> None:
+        """Drop this worker's loop after an interrupt stopped it with tasks still pending.
+
+        A task left pending there would resume, and re-raise the interrupt, in the
+        next step run on this worker; its tasks are cancelled and the loop closed.
+        """
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        self._local.loop = None
+        if loop is None:
+            return
+        with self._lock:
+            if loop in self._loops:
+                self._loops.remove(loop)
+        _close_loop(loop, interrupt)
+
+    def orphan(
+        self, future: concurrent.futures.Future[Any], pool: concurrent.futures.ThreadPoolExecutor
+    ) -> None:
+        """Leave a timed-out agent's thread running and retire the pool it holds a worker of.
+
+        Later steps get a fresh pool, so they never queue behind a thread that may
+        never return. The retired pool is not shut down (a step in flight may still
+        submit to it); its idle threads exit once nothing references it.
+        """
         self.orphans.add(future)
         future.add_done_callback(self.orphans.discard)
+        with self._lock:
+            for key, current in list(self._pools.items()):
+                if current is pool:
+                    del self._pools[key]
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Shut every pool down and close the worker loops that are not running."""
@@ -369,11 +473,31 @@ class _Pools:
         wait = wait and not self.orphans
         for pool in pools:
             pool.shutdown(wait=wait, cancel_futures=True)
+        _close_loops(loops)
+
+
+def _close_loops(loops: list[asyncio.AbstractEventLoop]) -> None:
+    """Close loops from this thread, or from a helper thread if this one runs a loop.
+
+    ``run_until_complete`` refuses to run inside a running loop (a Jupyter cell,
+    an async ``main``), so teardown there happens in a short-lived thread.
+    """
+    if not loops:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         for loop in loops:
             _close_loop(loop)
+        return
+    closer = threading.Thread(
+        target=lambda: [_close_loop(loop) for loop in loops], name="mesa_llm-teardown"
+    )
+    closer.start()
+    closer.join()
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+def _close_loop(loop: asyncio.AbstractEventLoop, propagating: BaseException | None = None) -> None:
     if loop.is_closed() or loop.is_running():
         return
     try:
@@ -381,7 +505,13 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         for task in pending:
             task.cancel()
         if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            try:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            except BaseException as again:
+                # A cancelled task re-raised the interrupt that stopped this loop, which
+                # is already propagating: closing the loop is all that is left.
+                if again is not propagating:
+                    raise
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
@@ -439,6 +569,7 @@ def _call_captured(
 
 async def _await_thread(
     cf: concurrent.futures.Future[Any],
+    pool: concurrent.futures.ThreadPoolExecutor,
     started: list[float],
     agent: Any,
     method: str,
@@ -460,7 +591,7 @@ async def _await_thread(
             if started:
                 remaining = started[0] + timeout - time.monotonic()
                 if remaining <= 0:
-                    _pools.orphan(cf)
+                    _pools.orphan(cf, pool)
                     raise AgentTimeoutError(agent, method, timeout)
             else:  # still queued behind other agents: its clock has not started
                 remaining = timeout
@@ -487,8 +618,9 @@ async def _call_async(
         return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
     ctx = contextvars.copy_context()
     started: list[float] = []
-    cf = _pools.get(s.max_workers).submit(ctx.run, _call_captured, started, fn, args, kwargs)
-    value = await _await_thread(cf, started, agent, method, s.timeout)
+    pool = _pools.get(s.max_workers)
+    cf = pool.submit(ctx.run, _call_captured, started, fn, args, kwargs)
+    value = await _await_thread(cf, pool, started, agent, method, s.timeout)
     if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
         return await _with_timeout(value, agent, method, s.timeout)
     return value
@@ -507,6 +639,40 @@ async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: fl
         raise
 
 
+class _LoopHold:
+    """Drives an agent's coroutine, timing the longest stretch it runs without awaiting.
+
+    Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
+    in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
+    """
+
+    __slots__ = ("coro", "longest")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.longest = 0.0
+
+    def __await__(self) -> Any:
+        coro, clock = self.coro, time.perf_counter
+        value: Any = None
+        thrown: BaseException | None = None
+        while True:
+            t0 = clock()
+            try:
+                out = coro.send(value) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.longest = max(self.longest, clock() - t0)
+            try:
+                value, thrown = (yield out), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and the like: passed to the agent
+                value, thrown = None, exc
+
+
 async def _run_one_async(
     run: _AsyncRun,
     agent: Any,
@@ -519,39 +685,49 @@ async def _run_one_async(
     if sem is not None:
         await sem.acquire()
     start = time.perf_counter()
+    hold: _LoopHold | None = None
     try:
         fn, kind = _resolve(agent, run.method)
-        if kind == _ASYNC and s.timeout is None:  # the common case, kept to one frame
-            value = await fn(*args, **kwargs)
+        if kind == _ASYNC:
+            aw = fn(*args, **kwargs)
+            if inspect.iscoroutine(aw):
+                aw = hold = _LoopHold(aw)
+            value = await _with_timeout(aw, agent, run.method, s.timeout)
         else:
             value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
             if type(value) is _Raised:
                 exc = value.exc
                 if not _is_abort(exc):
                     return _failed_async(run, agent, exc, start)
-                if run.abort is None:
-                    run.abort = exc
-                run.cancel_all()
-                return AgentOutcome(
-                    agent, agent.unique_id, "error", None, exc, time.perf_counter() - start
-                )
+                return _aborted_async(run, agent, exc, start)
+        outcome = AgentOutcome(agent, agent.unique_id, "ok", value, None, _since(start))
     except Exception as exc:
-        return _failed_async(run, agent, exc, start)
+        outcome = _failed_async(run, agent, exc, start)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is None or task.cancelling():
             raise
         # The agent's own code raised CancelledError without this step being cancelled.
-        return _failed_async(run, agent, exc, start)
+        outcome = _failed_async(run, agent, exc, start)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
-        if run.abort is None:
-            run.abort = exc
-        run.cancel_all()
-        return AgentOutcome(agent, agent.unique_id, "error", None, exc, time.perf_counter() - start)
+        outcome = _aborted_async(run, agent, exc, start)
     finally:
         if sem is not None:
             sem.release()
-    return AgentOutcome(agent, agent.unique_id, "ok", value, None, time.perf_counter() - start)
+    if hold is not None:
+        outcome.blocked = hold.longest
+    return outcome
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def _aborted_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
+    if run.abort is None:
+        run.abort = exc
+    run.cancel_all()
+    return AgentOutcome(agent, agent.unique_id, "error", None, exc, _since(start))
 
 
 def _status_of(exc: BaseException, agent: Any) -> Status:
@@ -566,12 +742,9 @@ def _failed_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) 
     outcome = AgentOutcome(
         agent, agent.unique_id, _status_of(exc, agent), None, exc, time.perf_counter() - start
     )
-    if run.on_error == "raise":
-        if run.error is None:
-            run.error, run.error_agent = exc, agent
-            run.cancel_all()
-    else:
-        _log_failure(agent, run.method, exc)
+    if run.on_error == "raise" and run.error is None:
+        run.error, run.error_agent = exc, agent
+        run.cancel_all()
     return outcome
 
 
@@ -599,8 +772,9 @@ async def step_agents_parallel(
     after every started agent has been cancelled and awaited.
     """
     s = _settings("asyncio", on_error, timeout, max_concurrency, max_workers)
+    agent_list = _as_list(agents)
     with _stepping():
-        return await _step_async(_as_list(agents), method, args, kwargs or {}, s)
+        return await _step_async(agent_list, _check_method(method), args, kwargs or {}, s)
 
 
 async def _step_async(
@@ -643,7 +817,7 @@ async def _step_async(
         r if type(r) is AgentOutcome else _cancelled_outcome(a, r)
         for r, a in zip(results, agents, strict=True)
     ]
-    return StepReport(outcomes, method, "asyncio")
+    return _report(outcomes, method, "asyncio", s)
 
 
 def _cancelled_outcome(agent: Any, exc: BaseException) -> AgentOutcome:
@@ -657,7 +831,7 @@ def _cancelled_outcome(agent: Any, exc: BaseException) -> AgentOutcome:
 class _ThreadRun:
     """Shared state of one threading-mode step."""
 
-    __slots__ = ("args", "kwargs", "method", "started", "stop", "timeout")
+    __slots__ = ("args", "kwargs", "method", "pool", "started", "stop", "timeout")
 
     # An async agent's own loop cancels it at the deadline; the coordinator only steps
     # in this much later, for agents that block their loop.
@@ -672,6 +846,7 @@ class _ThreadRun:
         self.timeout = s.timeout
         self.started: list[float | None] = [None] * n
         self.stop = False  # set on abort or first failure in raise mode: start nothing more
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
@@ -681,6 +856,7 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
     _depth.set(_depth.get() + 1)
     method = run.method
     start = time.perf_counter()
+    on_loop = False
     try:
         fn, kind = _resolve(agent, method)
         run.started[index] = time.monotonic() + (run.ASYNC_GRACE if kind == _ASYNC else 0.0)
@@ -688,10 +864,13 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
         if kind == _ASYNC or inspect.isawaitable(value):
             if run.timeout is not None:
                 value = _with_timeout(value, agent, method, run.timeout)
+            on_loop = True
             value = _pools.worker_loop().run_until_complete(value)
     except BaseException as exc:  # an abort is re-raised by the coordinator
         if _is_abort(exc):
             run.stop = True
+            if on_loop:  # raised by a child task: the agent's own task is still pending
+                _pools.discard_worker_loop(exc)
         return AgentOutcome(
             agent, agent.unique_id, _status_of(exc, agent), None, exc, time.perf_counter() - start
         )
@@ -721,17 +900,63 @@ def step_agents_multithreaded(
     before the interpreter exits.
     """
     s = _settings("threading", on_error, timeout, None, max_workers)
+    agent_list = _as_list(agents)
     with _stepping():
-        return _step_threaded(_as_list(agents), method, args, kwargs or {}, s)
+        return _step_threaded(agent_list, _check_method(method), args, kwargs or {}, s)
 
 
 def _step_threaded(
     agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
 ) -> StepReport:
+    return _report(_run_threaded(agents, method, args, kwargs, s), method, "threading", s)
+
+
+def _step_sequential(
+    agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> StepReport:
+    """Run the agents one at a time, in order, with the parallel modes' isolation and report.
+
+    A sync agent without a timeout runs in the caller's thread, exactly as Mesa
+    would call it; an async agent, or any agent with a timeout, runs in a worker
+    thread (on that thread's loop) so the timeout can be kept and a running loop in
+    the caller's thread is never needed.
+    """
+    outcomes: list[AgentOutcome] = []
+    for agent in agents:
+        if s.timeout is None and _is_sync(agent, method):
+            run = _ThreadRun(1, method, args, kwargs, s)
+            outcome = contextvars.copy_context().run(_run_one_threaded, run, agent, 0)
+            _raise_if_fatal(outcome, method, s)
+        else:
+            [outcome] = _run_threaded([agent], method, args, kwargs, s)
+        outcomes.append(outcome)
+    return _report(outcomes, method, "sequential", s)
+
+
+def _is_sync(agent: Any, method: str) -> bool:
+    try:
+        return _resolve(agent, method)[1] == _SYNC
+    except AgentMethodMissingError:
+        return True  # reported as the agent's error outcome
+
+
+def _raise_if_fatal(outcome: AgentOutcome, method: str, s: _Settings) -> None:
+    """Raise an interrupt from an agent, or in raise mode its failure (noted with the agent)."""
+    exc = outcome.exception
+    if exc is not None and (_is_abort(exc) or s.on_error == "raise"):
+        if not _is_abort(exc):
+            _note_agent(exc, outcome.agent, method)
+        raise exc
+
+
+def _run_threaded(
+    agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> list[AgentOutcome]:
     if not agents:
-        return StepReport([], method, "threading")
+        return []
     pool = _pools.get(s.max_workers)
     run = _ThreadRun(len(agents), method, args, kwargs, s)
+    run.pool = pool
     copy_context = contextvars.copy_context
     futures = [
         pool.submit(copy_context().run, _run_one_threaded, run, a, i) for i, a in enumerate(agents)
@@ -748,11 +973,7 @@ def _step_threaded(
     abort = next((o.exception for o in outcomes if _is_abort(o.exception)), None)
     if abort is not None:
         raise abort
-    if s.on_error == "isolate":
-        for o in outcomes:
-            if o.exception is not None:
-                _log_failure(o.agent, method, o.exception)
-    return StepReport(outcomes, method, "threading")
+    return outcomes
 
 
 def _is_abort(exc: BaseException | None) -> bool:
@@ -786,19 +1007,16 @@ def _collect_threaded(
             pending, timeout=wait_for, return_when=concurrent.futures.FIRST_COMPLETED
         )
         for f in done:
-            outcome = results[index[f]] = f.result()
-            exc = outcome.exception
-            if exc is not None and (_is_abort(exc) or s.on_error == "raise"):
-                if not _is_abort(exc):
-                    _note_agent(exc, outcome.agent, run.method)
-                raise exc
+            results[index[f]] = outcome = f.result()
+            _raise_if_fatal(outcome, run.method, s)
         if timeout is not None:
             now = time.monotonic()
             for f in list(pending):
                 t = run.started[index[f]]
                 if t is not None and now - t >= timeout:
                     pending.discard(f)
-                    _pools.orphan(f)
+                    assert run.pool is not None
+                    _pools.orphan(f, run.pool)
                     agent = agents[index[f]]
                     exc = AgentTimeoutError(agent, run.method, timeout)
                     results[index[f]] = AgentOutcome(
@@ -827,12 +1045,21 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._escaped: list[BaseException] = []
         self._thread = threading.Thread(target=self._serve, name="mesa_llm-event-loop", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                return  # stopped by close()
+            except BaseException as exc:
+                # KeyboardInterrupt/SystemExit raised in a child task of an agent escapes
+                # run_forever(). The task keeps it as its result for whoever awaits it;
+                # the loop keeps serving, and the step's caller gets it too (run()).
+                self._escaped.append(exc)
 
     def run(self, make_coro: Callable[[], Coroutine[Any, Any, StepReport]]) -> StepReport:
         if threading.current_thread() is self._thread:
@@ -865,8 +1092,11 @@ class _LoopThread:
             done.wait()
             raise
         result = box["task"].result()
+        escaped, self._escaped = self._escaped, []
         if isinstance(result, _Carried):
             raise result.exc
+        if escaped:  # an interrupt from a task nobody awaited: never lose it
+            raise escaped[0]
         return result  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -896,14 +1126,20 @@ _draining = False  # disable_... is waiting for the steps in flight
 _loop_thread: _LoopThread | None = None
 _enabled: _Settings | None = None  # None: automatic stepping is off
 _originals: dict[type, dict[str, Any]] = {}
+# Models given a last_step_report: disabling sets it back to None, so it is never stale.
+_reported: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @contextlib.contextmanager
 def _stepping() -> Iterator[None]:
     """Count a step in flight, so that disabling waits for it instead of cancelling it."""
     global _in_flight
+    nested = _depth.get() > 0 or _current_agent.get() is not None or _on_loop_thread()
     with _idle:
-        _idle.wait_for(lambda: not _draining)  # a disable in progress goes first
+        # A disable in progress goes first, but waits for the steps in flight: a step
+        # nested inside one of them must go on, or the two would wait for each other.
+        if not nested:
+            _idle.wait_for(lambda: not _draining)
         _in_flight += 1
     try:
         yield
@@ -945,13 +1181,17 @@ def step_agents_parallel_sync(
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
 ) -> StepReport:
-    """Step agents in parallel from synchronous code, in the mode set by ``enable_...``.
+    """Step agents from synchronous code, in the mode set by ``enable_...`` or given here.
 
     Keywords left out take the values given to
     :func:`enable_automatic_parallel_stepping` (asyncio mode, isolate, no limits if
-    it was never called). Asyncio mode runs on one event loop kept for the life of
-    the enabled mode, so it works the same inside a running loop (Jupyter,
-    pytest-asyncio) and outside one.
+    it was never called). ``mode="sequential"`` runs the agents one at a time in the
+    order given, with the same isolation, report and timeouts. Asyncio mode runs on
+    one event loop kept for the life of the enabled mode, so it works the same
+    inside a running loop (Jupyter, pytest-asyncio) and outside one. Called from an
+    async agent's step on that loop (a nested step), it cannot wait on the loop it
+    blocks, so the nested agents run in worker threads (``a<method>`` on each
+    thread's loop) and the report says ``"threading"``.
     """
     base = _enabled or _Settings()
     given = {
@@ -964,12 +1204,21 @@ def step_agents_parallel_sync(
     merged: dict[str, Any] = {k: getattr(base, k) if v is _UNSET else v for k, v in given.items()}
     s = _settings(**merged)
     agent_list = _as_list(agents)
+    _check_method(method)
     kw = kwargs or {}
     with _stepping():
+        if s.mode == "sequential":
+            return _step_sequential(agent_list, method, args, kw, s)
+        if s.mode == "asyncio" and (_on_loop_thread() or _loop_blocked.get()):
+            # Nested in an async agent's step: the loop thread waits here, so nothing
+            # in this step may need it.
+            ctx = contextvars.copy_context()
+            ctx.run(_loop_blocked.set, True)
+            return ctx.run(_step_threaded, agent_list, method, args, kw, s)
         if s.mode == "threading":
             return _step_threaded(agent_list, method, args, kw, s)
         if not agent_list:
-            return StepReport([], method, "asyncio")
+            return _report([], method, "asyncio", s)
         return _get_loop_thread().run(lambda: _step_async(agent_list, method, args, kw, s))
 
 
@@ -1015,12 +1264,9 @@ def _make_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
         settings = _enabled
         first = next(iter(self._agents), None) if isinstance(method, str) else None
         model = getattr(first, "model", None)
-        if (
-            settings is None
-            or model is None
-            or not getattr(model, "parallel_stepping", False)
-            or _on_loop_thread()  # nested inside an async agent: the loop cannot wait on itself
-        ):
+        if settings is None or model is None or not getattr(model, "parallel_stepping", False):
+            if settings is not None and model is not None:
+                model.last_step_report = None  # Mesa's stepping reports nothing: not stale
             return original(self, method, *args, **kwargs)
         agents = _shuffled(self)
         report = step_agents_parallel_sync(
@@ -1031,6 +1277,7 @@ def _make_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
             kwargs=kwargs,
         )
         model.last_step_report = report
+        _reported.add(model)
         return self
 
     shuffle_do.__mesa_llm_patched__ = True  # type: ignore[attr-defined]
@@ -1056,7 +1303,11 @@ def enable_automatic_parallel_stepping(
 
     Patches ``shuffle_do`` (and adds ``do_async``) on Mesa's agent-set classes, including
     ``_HardKeyAgentSet`` on Mesa >= 3.5. Idempotent: calling it again only changes the
-    settings. The step's :class:`StepReport` is left on ``model.last_step_report``.
+    settings. ``mode`` is ``"asyncio"``, ``"threading"`` or ``"sequential"`` (one agent at
+    a time in Mesa's shuffle order, isolated and reported like the parallel modes).
+    Every such step leaves its :class:`StepReport` on ``model.last_step_report``; while
+    enabled, a model with ``parallel_stepping`` off is stepped by Mesa's own
+    ``shuffle_do`` and its ``last_step_report`` is set to None.
     """
     global _enabled
     settings = _settings(mode, on_error, timeout, max_concurrency, max_workers)
@@ -1075,8 +1326,10 @@ def enable_automatic_parallel_stepping(
 def disable_automatic_parallel_stepping() -> None:
     """Restore Mesa's exact ``shuffle_do``, stop the event loop and shut the thread pools down.
 
-    Steps running in other threads are waited for, not cancelled. Calling it from
-    inside an agent's step is an error (the step would wait for itself).
+    Steps running in other threads are waited for, not cancelled (steps nested in
+    them go on). Calling it from inside an agent's step is an error (the step would
+    wait for itself). Safe to call from code running in an event loop. Every model
+    given a ``last_step_report`` gets ``None`` there, so no report outlives the mode.
     """
     global _draining
     if _depth.get() or _on_loop_thread():
@@ -1106,6 +1359,9 @@ def _teardown() -> None:
                 delattr(cls, "do_async")
     _originals.clear()
     _enabled = None
+    for model in list(_reported):
+        model.last_step_report = None
+    _reported.clear()
     lt, _loop_thread = _loop_thread, None
     # Still under the lock: no step can start on the loop or pools being shut down.
     if lt is not None:

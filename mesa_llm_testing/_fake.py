@@ -157,8 +157,36 @@ class FakeCall:
         return self.request.layer
 
 
+#: How many call records a FakeLLM keeps by default (``FakeLLM(keep_calls=...)``).
+DEFAULT_KEEP_CALLS: Final = 10_000
+
+
 class CallList(list[FakeCall]):
-    """The calls made to a fake, oldest first; ``.last`` is the newest."""
+    """The calls made to a fake, oldest first; ``.last`` is the newest.
+
+    Holds at most ``keep`` records (None: all): the oldest are dropped first, so a
+    long run's memory stays flat. :attr:`total` counts every call ever recorded.
+    """
+
+    def __init__(self, keep: int | None = DEFAULT_KEEP_CALLS) -> None:
+        super().__init__()
+        self.keep = keep
+        self.total = 0
+        self._append_lock = threading.Lock()
+
+    def append(self, call: FakeCall) -> None:
+        """Record ``call``, dropping the oldest record beyond ``keep``; thread-safe."""
+        with self._append_lock:
+            super().append(call)
+            self.total += 1
+            if self.keep is not None and len(self) > self.keep:
+                del self[0]
+
+    def clear(self) -> None:
+        """Forget every record and restart :attr:`total`."""
+        with self._append_lock:
+            super().clear()
+            self.total = 0
 
     @property
     def last(self) -> FakeCall:
@@ -258,7 +286,10 @@ class FakeLLM:
     ``side_effect`` items.
 
     ``latency`` (seconds) is waited before every answer (asyncio paths do not block
-    the loop). Calls are recorded in :attr:`calls`; retries requested while
+    the loop). The last ``keep_calls`` calls (default 10,000; None: all) are
+    recorded in :attr:`calls`, so memory stays flat over long runs; :attr:`call_count`
+    counts them all. The fault plan's call index counts each agent's calls per step
+    of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
     :meth:`activate` is active are recorded in :attr:`retry_sleeps` instead of slept.
     """
 
@@ -271,7 +302,15 @@ class FakeLLM:
         faults: FaultPlan | None = None,
         latency: float = 0.0,
         retry_after: float = 1.0,
+        keep_calls: int | None = DEFAULT_KEEP_CALLS,
     ) -> None:
+        if keep_calls is not None and (
+            isinstance(keep_calls, bool) or not isinstance(keep_calls, int) or keep_calls < 0
+        ):
+            raise ValueError(
+                f"mesa_llm_testing: FakeLLM keep_calls must be an integer >= 0 or None "
+                f"(keep every call); got {keep_calls!r}"
+            )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mesa_llm_testing: FakeLLM seed must be an integer; got {seed!r}")
         if latency < 0:
@@ -288,7 +327,7 @@ class FakeLLM:
         self.faults = faults if faults is not None else FaultPlan(0.0, seed=seed)
         self.latency = float(latency)
         self.retry_after = float(retry_after)
-        self.calls = CallList()
+        self.calls = CallList(keep_calls)
         self.retry_sleeps: list[float] = []
 
     def __repr__(self) -> str:
@@ -318,8 +357,8 @@ class FakeLLM:
 
     @property
     def call_count(self) -> int:
-        """How many calls were made."""
-        return len(self.calls)
+        """How many calls were made (also those whose records ``keep_calls`` dropped)."""
+        return self.calls.total
 
     @property
     def called(self) -> bool:
@@ -448,9 +487,8 @@ class FakeLLM:
         else:
             uid = getattr(agent, "unique_id", None)
             step = getattr(getattr(agent, "model", None), "steps", None)
-        # A request over HTTP names its model run (_callers.RemoteModel): count per run.
-        run = getattr(getattr(agent, "model", None), "mesa_llm_run", None)
-        call = self.faults.next_call(agent=uid if run is None else (run, uid), step=step)
+        run = None if agent is None else getattr(agent, "model", None)  # the model run (over HTTP: _callers.RemoteModel)
+        call = self.faults.next_call(agent=uid, step=step, model=run)
         return FakeRequest(
             model,
             list(messages),

@@ -4,6 +4,13 @@ Whether a call faults, and with which kind, is a pure function of
 ``(seed, test_id, agent unique_id, model step, call index)`` hashed with
 ``hashlib.blake2b``: the same calls fault in asyncio, threading and sequential
 runs, on any machine, whatever order the calls complete in.
+
+The call index counts an agent's calls within one step of one *model run*. A
+model run is one Mesa model object: each model built in a test counts its calls
+from 0 again, so two models built one after the other with the same seed (say one
+stepped in asyncio mode, then one in threading mode) see the same faults on the
+same calls. Only the counters of a model's current and previous step are kept;
+older ones are dropped, and a model's counters go with the model.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import hashlib
 import json
 import math
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -144,6 +152,51 @@ def _check_rate(rate: Any) -> float:
     return value
 
 
+class _RunCounters:
+    """Call counters per model run, agent and step; only recent steps are kept.
+
+    A model run is keyed on the model object (weakly, so a finished model's counters
+    go with it); objects that cannot be weakly referenced, and calls outside any
+    model, share one run keyed on None.
+    """
+
+    __slots__ = ("_by_model", "_shared")
+
+    def __init__(self) -> None:
+        self._by_model: weakref.WeakKeyDictionary[Any, dict[Any, dict[Any, int]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._shared: dict[Any, dict[Any, int]] = {}
+
+    def next(self, model: Any, agent: Any, step: Any) -> int:
+        steps = self._steps_of(model)
+        counts = steps.get(step)
+        if counts is None:
+            counts = steps[step] = {}
+            if isinstance(step, int):  # a new step: drop steps that finished before the last
+                for old in [s for s in steps if isinstance(s, int) and s < step - 1]:
+                    del steps[old]
+        index = counts.get(agent, 0)
+        counts[agent] = index + 1
+        return index
+
+    def _steps_of(self, model: Any) -> dict[Any, dict[Any, int]]:
+        if model is None:
+            return self._shared
+        try:
+            steps = self._by_model.get(model)
+            if steps is None:
+                steps = self._by_model[model] = {}
+        except TypeError:  # not weakly referenceable, or unhashable
+            return self._shared
+        return steps
+
+    def __len__(self) -> int:
+        """How many (step, agent) counters are held, for memory checks."""
+        runs = [*self._by_model.values(), self._shared]
+        return sum(len(counts) for steps in runs for counts in steps.values())
+
+
 def _key_part(value: Any) -> str:
     # Stable across processes: ints, strs and None render the same everywhere.
     return "None" if value is None else str(value)
@@ -177,7 +230,7 @@ class FaultPlan:
         self.seed = seed
         self.test_id = str(test_id)
         self._script: dict[tuple[str, str, int], tuple[Any, int | None, int, FaultKind]] = {}
-        self._counters: dict[tuple[Any, Any], int] = {}
+        self._runs = _RunCounters()
         self._injected: list[InjectedFault] = []
         self._lock = threading.Lock()
 
@@ -241,13 +294,15 @@ class FaultPlan:
 
     # ------------------------------------------------------------------ counting and recording
 
-    def next_call(self, *, agent: Any, step: int | None) -> int:
-        """Return this ``(agent, step)``'s next call index (0, 1, ...); thread-safe."""
-        key = (agent, step)
+    def next_call(self, *, agent: Any, step: int | None, model: Any = None) -> int:
+        """Return the next call index (0, 1, ...) of ``agent`` in ``step`` of this model run.
+
+        ``model`` is the Mesa model the agent belongs to (None outside any model):
+        every model object counts its calls from 0, so each model built with the
+        same seed gets the same faults. Thread-safe.
+        """
         with self._lock:
-            index = self._counters.get(key, 0)
-            self._counters[key] = index + 1
-        return index
+            return self._runs.next(model, agent, step)
 
     def record(self, fault: InjectedFault) -> None:
         """Add ``fault`` to :attr:`injected`; thread-safe."""
@@ -268,7 +323,7 @@ class FaultPlan:
     def reset(self) -> None:
         """Clear call counters and records; keep rate, kinds, seed, test id and scripted faults."""
         with self._lock:
-            self._counters.clear()
+            self._runs = _RunCounters()
             self._injected.clear()
 
     # ------------------------------------------------------------------ JSON

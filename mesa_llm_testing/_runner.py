@@ -281,9 +281,12 @@ def run_scenario(
 
     ``model_factory`` is a callable (a Mesa model class works) or a name
     understood by :func:`resolve_scenario`; ``agents`` is passed as ``n_agents``.
-    ``mode`` is ``"sequential"`` (plain Mesa stepping, ``model.parallel_stepping``
-    False), ``"asyncio"`` or ``"threading"`` (``model.parallel_stepping`` True inside
-    ``mesa_llm.parallel_stepping.parallel_stepping(mode)``). A fake LLM answers every
+    ``mode`` is ``"sequential"``, ``"asyncio"`` or ``"threading"``: the model is
+    stepped with ``model.parallel_stepping`` True inside
+    ``mesa_llm.parallel_stepping.parallel_stepping(mode)``, so every
+    ``agents.shuffle_do(name)`` isolates and reports each agent's failure in every
+    mode (sequential runs the agents one at a time in Mesa's shuffle order), and the
+    three modes give equal traces for any model. A fake LLM answers every
     litellm call during the run: ``llm``, or a fresh ``FakeLLM(seed=seed, faults=faults)``.
     The fault plan's counters and records are reset first, so a plan can be reused
     across runs; afterwards ``plan.injected`` holds this run's faults. Retries never
@@ -413,12 +416,11 @@ class ScenarioRun:
             return
         self._leave_mode()
         with contextlib.ExitStack() as stack:
-            if mode != "sequential":
-                stack.enter_context(parallel_stepping(mode))  # type: ignore[arg-type]
+            stack.enter_context(parallel_stepping(mode))  # type: ignore[arg-type]
             stack.enter_context(_recording_shuffle_do(self._recorder))
             self._mode_stack = stack.pop_all()
         self._active_mode = mode
-        self.model.parallel_stepping = mode != "sequential"  # type: ignore[attr-defined]
+        self.model.parallel_stepping = True  # type: ignore[attr-defined]
 
     def _leave_mode(self) -> None:
         stack, self._mode_stack, self._active_mode = self._mode_stack, None, None
@@ -444,7 +446,7 @@ def _checked_mode(mode: str) -> str:
 def _run_step(model: Model, fake: FakeLLM, recorder: _Recorder, mode: str) -> StepTrace:
     plan = fake.faults
     population = [a.unique_id for a in model.agents]
-    calls_before = len(fake.calls)
+    calls_before = fake.calls.total
     faults_before = len(plan.injected)
     sleeps_before = len(fake.retry_sleeps)
     recorder.reports.clear()
@@ -469,7 +471,7 @@ def _run_step(model: Model, fake: FakeLLM, recorder: _Recorder, mode: str) -> St
                 outcomes[o.unique_id] = (o.status, exc)
 
     step_faults = sorted(plan.injected[faults_before:], key=InjectedFault.sort_key)
-    llm_calls = _calls_by_agent(list(fake.calls)[calls_before:], start_order)
+    llm_calls = _calls_by_agent(_calls_since(fake, calls_before, model.steps), start_order)
     # A fault on the last call of an agent that failed is what ended its step.
     ended = sum(
         1
@@ -491,6 +493,18 @@ def _run_step(model: Model, fake: FakeLLM, recorder: _Recorder, mode: str) -> St
         seconds=seconds,
         mode=mode,
     )
+
+
+def _calls_since(fake: FakeLLM, total_before: int, step: int) -> list[FakeCall]:
+    """The records of the calls made since the fake had counted ``total_before`` calls."""
+    made = fake.calls.total - total_before
+    kept = list(fake.calls)
+    if made > len(kept):
+        raise RuntimeError(
+            f"mesa_llm_testing: step {step} made {made} LLM calls but the fake keeps only the "
+            f"last {len(kept)}; pass llm=FakeLLM(keep_calls=None) (or a larger keep_calls)"
+        )
+    return kept[len(kept) - made :] if made else []
 
 
 def _max_attempts(model: Model) -> int | None:

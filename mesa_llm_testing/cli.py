@@ -346,7 +346,7 @@ def run_one(
     from mesa_llm_testing._runner import run_scenario
     from mesa_llm_testing._timeline import StepWindow
 
-    llm = FakeLLM(seed=seed, faults=plan, latency=latency)
+    llm = FakeLLM(seed=seed, faults=plan, latency=latency, keep_calls=None)  # for --timeline
     windows: list[StepWindow] = []
     with tqdm(
         total=steps,

@@ -105,10 +105,18 @@ def stepping_mode(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs the test twice, with ``"asyncio"`` and ``"threading"`` parallel stepping.
 
     Both runs get the same per-test seed and the same faults on the same calls, so
-    their results can be compared. Automatic parallel stepping is disabled again
+    their results can be compared. For the sequential reference too, parametrize it
+    indirectly: ``@pytest.mark.parametrize("stepping_mode", ["sequential", "asyncio",
+    "threading"], indirect=True)``. Automatic parallel stepping is disabled again
     after the test.
     """
+    from mesa_llm.parallel_stepping import MODES, disable_automatic_parallel_stepping
+
+    if request.param not in MODES:
+        raise ValueError(
+            f"mesa_llm_testing: stepping_mode {request.param!r} is not a stepping mode; "
+            f"valid modes: {', '.join(MODES)}"
+        )
     yield request.param
-    from mesa_llm.parallel_stepping import disable_automatic_parallel_stepping
 
     disable_automatic_parallel_stepping()

@@ -81,14 +81,16 @@ class AskingModel(ScenarioModel):
         n_agents: int = 4,
         behaviour: str = "honest",
         retry: RetryPolicy | None = None,
+        parallel: bool = False,
     ) -> None:
         super().__init__(seed=seed, retry=retry)
         self.behaviour = behaviour
+        self.parallel = parallel  # stepped in a parallel mode (the runner's sequential is not)
         for _ in range(n_agents):
             Asker(self)
 
     def step(self) -> None:
-        if self.behaviour == "unshuffled" and self.parallel_stepping:
+        if self.behaviour == "unshuffled" and self.parallel:
             report = self.run_phase(list(self.agents), "ask")  # a bug: forgets Mesa's shuffle
         else:
             report = self.shuffle_phase(self.agents, "ask")
@@ -102,7 +104,8 @@ class AskingModel(ScenarioModel):
 
 def run(mode: str = "sequential", *, behaviour: str = "honest", **kwargs: Any) -> RunTrace:
     def factory(seed: int, n_agents: int) -> Model:
-        return AskingModel(seed=seed, n_agents=n_agents, behaviour=behaviour)
+        parallel = mode != "sequential"
+        return AskingModel(seed=seed, n_agents=n_agents, behaviour=behaviour, parallel=parallel)
 
     return run_scenario(factory, steps=2, mode=mode, seed=SEED, agents=4, **kwargs)
 

@@ -130,7 +130,8 @@ def test_a_failed_check_exits_1_with_the_divergence(
                 scenario_name = "leaky"
 
                 def state(self):
-                    return {**super().state(), "parallel": bool(self.parallel_stepping)}
+                    modes = [report.mode for report in self.step_reports]
+                    return {**super().state(), "modes": modes}
             '''
         )
     )

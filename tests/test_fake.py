@@ -507,3 +507,29 @@ def test_each_call_record_carries_when_it_was_asked_and_answered() -> None:
     after = time.perf_counter()
     call = fake.calls.last
     assert before <= call.request.started <= call.ended <= after
+
+
+# --------------------------------------------------------------------------- bounded records
+
+
+def test_keep_calls_bounds_the_records_and_call_count_counts_every_call() -> None:
+    fake = FakeLLM(keep_calls=5)
+    for i in range(12):
+        fake.return_value = f"reply {i}"
+        fake.complete(prompt="hi")
+    assert fake.call_count == 12
+    assert len(fake.calls) == 5
+    assert fake.calls.last.response.content == "reply 11"
+    assert fake.calls[0].response.content == "reply 7"  # the oldest records went first
+    fake.reset_mock()
+    assert fake.call_count == 0 and not fake.calls
+
+
+def test_keep_calls_none_keeps_every_record_and_bad_values_are_rejected() -> None:
+    fake = FakeLLM(keep_calls=None)
+    for _ in range(30):
+        fake.complete(prompt="hi")
+    assert len(fake.calls) == fake.call_count == 30
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="keep_calls must be an integer >= 0 or None"):
+            FakeLLM(keep_calls=bad)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections import Counter
 
+import mesa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -212,6 +213,29 @@ def test_next_call_counts_per_agent_and_step() -> None:
     assert plan.next_call(agent=1, step=1) == 0
     plan.reset()
     assert plan.next_call(agent=1, step=0) == 0
+
+
+def test_each_model_run_counts_its_calls_from_zero() -> None:
+    first, second = mesa.Model(seed=1), mesa.Model(seed=1)
+    plan = FaultPlan()
+    assert [plan.next_call(agent=1, step=1, model=first) for _ in range(2)] == [0, 1]
+    assert plan.next_call(agent=1, step=1, model=second) == 0  # another model run
+    assert plan.next_call(agent=1, step=1, model=first) == 2
+
+
+def test_counters_of_finished_steps_and_models_are_dropped() -> None:
+    import gc
+
+    plan = FaultPlan()
+    model = mesa.Model(seed=1)
+    for step in range(200):
+        for agent in range(50):
+            plan.next_call(agent=agent, step=step, model=model)
+    assert len(plan._runs) <= 2 * 50  # only the current and the previous step are kept
+    assert plan.next_call(agent=0, step=199, model=model) == 1  # the current step still counts
+    del model
+    gc.collect()
+    assert len(plan._runs) == 0  # a model's counters go with it
 
 
 def test_counters_and_records_are_thread_safe() -> None:

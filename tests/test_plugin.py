@@ -517,3 +517,92 @@ def test_loading_the_plugin_imports_neither_litellm_nor_respx(pytester: pytest.P
     # respx's own pytest plugin imports respx; turn it off to see what this plugin imports.
     result = pytester.runpytest_subprocess("-p", "no:respx", "--mesa-llm-faults=0.1")
     result.assert_outcomes(passed=1)
+
+
+def test_two_models_built_in_one_test_get_the_same_faults(
+    pytester: pytest.Pytester, litellm_preloaded: None
+) -> None:
+    """Fault identity is per model run: a second model in the same test starts from call 0."""
+    pytester.makepyfile(
+        """
+        from mesa import Agent, Model
+        from mesa_llm.module_llm import ModuleLLM, RetryPolicy
+        from mesa_llm.parallel_stepping import parallel_stepping
+
+        class Asker(Agent):  # raises whatever the fake raises: no try/except
+            def __init__(self, model):
+                super().__init__(model)
+                self.llm = ModuleLLM("openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=1))
+
+            async def astep(self):
+                await self.llm.agenerate("hi")
+                await self.llm.agenerate("again")
+
+        class Market(Model):
+            def __init__(self, seed):
+                super().__init__(seed=seed)
+                self.parallel_stepping = True
+                for _ in range(10):
+                    Asker(self)
+
+            def step(self):
+                self.agents.shuffle_do("step")
+
+        def failures(mode, seed):
+            model = Market(seed)
+            seen = []
+            with parallel_stepping(mode):
+                for _ in range(3):
+                    model.step()
+                    seen += [
+                        (model.steps, o.unique_id, type(o.exception).__name__)
+                        for o in model.last_step_report.failed
+                    ]
+            return sorted(seen)
+
+        def test_twice(fake_llm, mesa_llm_seed):
+            first = failures("asyncio", mesa_llm_seed)
+            assert first, "no failures at rate 0.3: the test shows nothing"
+            assert failures("threading", mesa_llm_seed) == first
+            assert failures("sequential", mesa_llm_seed) == first
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "--mesa-llm-faults=0.3", "--mesa-llm-seed=1234", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_stepping_mode_offers_sequential_on_request(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from mesa import Agent, Model
+        from mesa_llm.parallel_stepping import step_agents_parallel_sync
+
+        class Boom(Agent):
+            def step(self):
+                raise RuntimeError("boom")
+
+        def test_default(stepping_mode):
+            pass
+
+        @pytest.mark.parametrize(
+            "stepping_mode", ["sequential", "asyncio", "threading"], indirect=True
+        )
+        def test_all_three(stepping_mode):
+            model = Model(seed=1)
+            report = step_agents_parallel_sync([Boom(model), Boom(model)], mode=stepping_mode)
+            assert report.mode == stepping_mode and len(report.failed) == 2
+
+        @pytest.mark.parametrize("stepping_mode", ["serial"], indirect=True)
+        def test_typo(stepping_mode):
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-v", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(
+        ["*test_default?asyncio? PASSED*", "*test_all_three?sequential? PASSED*"]
+    )
+    result.stdout.fnmatch_lines(["*'serial' is not a stepping mode; valid modes: asyncio*"])
+    result.assert_outcomes(passed=5, errors=1)

@@ -212,14 +212,19 @@ def test_a_plain_mesa_model_is_traced_through_shuffle_do(mode: str) -> None:
     assert trace == run(PlainModel, mode="sequential", steps=2, agents=5)
 
 
-def test_a_plain_model_in_sequential_mode_crashes_like_plain_mesa() -> None:
-    faults = FaultPlan().at(agent=2, step=2, call=0, kind="empty_response")
+def test_a_plain_model_whose_agents_raise_gives_equal_traces_in_every_mode() -> None:
+    """Sequential mode isolates like the parallel ones, so any model's modes are comparable."""
 
-    with pytest.raises(Exception) as info:
-        run(PlainModel, steps=3, agents=5, faults=faults)
+    def traced(mode: str, seed: int) -> RunTrace:
+        faults = FaultPlan(0.25, seed=seed)
+        return run_scenario(PlainModel, steps=3, mode=mode, faults=faults, seed=seed, agents=6)
 
-    assert type(info.value).__name__ == "EmptyResponseError"
-    assert any("'PlainModel' at step 2 in sequential mode" in n for n in info.value.__notes__)
+    sequential = traced("sequential", 5)
+    failed = [uid for step in sequential.steps for uid in step.failed]
+    assert failed, "faults at rate 0.25 ended no agent's step: the test shows nothing"
+    assert sequential == traced("asyncio", 5), sequential.diff(traced("asyncio", 5))
+    assert sequential == traced("threading", 5)
+    assert sequential != traced("sequential", 6)
 
 
 def test_without_a_state_digest_the_agents_plain_attributes_are_digested() -> None:

@@ -118,10 +118,12 @@ def test_civil_violence_plans_through_automatic_shuffle_do() -> None:
         model = CivilViolenceModel(seed=SEED, n_agents=8)
         model.parallel_stepping = True
         model.step()
+        report = model.last_step_report
 
-    assert isinstance(model.last_step_report, StepReport)
-    assert model.last_step_report.mode == "threading"
-    assert model.step_reports == [model.last_step_report]
+    assert isinstance(report, StepReport)
+    assert report.mode == "threading"
+    assert model.step_reports == [report]
+    assert model.last_step_report is None  # cleared when the mode ended: never stale
 
 
 def test_civil_violence_has_citizens_and_cops_on_a_grid() -> None:

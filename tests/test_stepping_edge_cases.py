@@ -1,0 +1,364 @@
+"""mesa_llm.parallel_stepping under adversarial use: each test is a bug an outside review found."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from mesa import Agent, Model
+
+from mesa_llm.parallel_stepping import (
+    StepReport,
+    disable_automatic_parallel_stepping,
+    enable_automatic_parallel_stepping,
+    parallel_stepping,
+    step_agents_multithreaded,
+    step_agents_parallel,
+    step_agents_parallel_sync,
+)
+
+MODES = ["asyncio", "threading", "sequential"]
+
+
+class Counter(Agent):
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.count = 0
+
+    def step(self) -> int:
+        self.count += 1
+        return self.count
+
+
+class AsyncCounter(Agent):
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.count = 0
+
+    async def astep(self) -> int:
+        self.count += 1
+        return self.count
+
+
+# --------------------------------------------------------------------------- 1. interrupts
+
+
+class ChildInterrupt(Agent):
+    """An async agent whose child task raises an interrupt (gather / wait_for / create_task)."""
+
+    def __init__(self, model: Model, how: str, exc_type: type[BaseException]) -> None:
+        super().__init__(model)
+        self.how = how
+        self.exc_type = exc_type
+
+    async def astep(self) -> None:
+        async def child() -> None:
+            await asyncio.sleep(0)
+            raise self.exc_type()
+
+        if self.how == "gather":
+            await asyncio.gather(child())
+        elif self.how == "wait_for":
+            await asyncio.wait_for(child(), timeout=5)
+        else:
+            await asyncio.create_task(child())
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "threading"])
+@pytest.mark.parametrize("how", ["gather", "wait_for", "create_task"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_interrupt_in_a_child_task_propagates_and_later_steps_work(
+    mode: str, how: str, exc_type: type[BaseException]
+) -> None:
+    model = Model(seed=1)
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    good = [AsyncCounter(model) for _ in range(4)]
+    result: list[Any] = []
+
+    def stepper() -> None:  # a thread, so a hang fails the test instead of the suite
+        try:
+            step_agents_parallel_sync([ChildInterrupt(model, how, exc_type), *good])
+        except BaseException as exc:
+            result.append(exc)
+        # Later steps, with only well-behaved agents, work and raise nothing.
+        for _ in range(3):
+            result.append(step_agents_parallel_sync(good))
+
+    thread = threading.Thread(target=stepper, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a step hung after an interrupt in a child task"
+    assert isinstance(result[0], exc_type)
+    assert all(isinstance(r, StepReport) and r.ok for r in result[1:]), result
+    assert len(result) == 4
+
+
+# --------------------------------------------------------------------------- 2. disable vs nested
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_disable_from_another_thread_while_a_nested_step_is_in_flight(mode: str) -> None:
+    model = Model(seed=1)
+    inside, go = threading.Event(), threading.Event()
+    leaves = [Counter(model) for _ in range(3)]
+
+    class Group(Agent):
+        def step(self) -> list[Any]:
+            inside.set()
+            go.wait(5)
+            report = step_agents_parallel_sync(leaves)  # nested, in the outer step's mode
+            return [o.value for o in report.outcomes]
+
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    reports: list[StepReport] = []
+    outer = threading.Thread(
+        target=lambda: reports.append(step_agents_parallel_sync([Group(model)])), daemon=True
+    )
+    outer.start()
+    assert inside.wait(5)
+    disabler = threading.Thread(target=disable_automatic_parallel_stepping, daemon=True)
+    disabler.start()
+    time.sleep(0.05)  # let the disable start waiting for the step in flight
+    go.set()
+    outer.join(10)
+    disabler.join(10)
+    assert not outer.is_alive() and not disabler.is_alive(), "disable deadlocked"
+    assert reports[0].outcomes[0].value == [1, 1, 1]
+
+
+# --------------------------------------------------------------------------- 3. running loop
+
+
+@pytest.mark.parametrize("leave", ["context manager", "disable"])
+async def test_teardown_inside_a_running_loop_after_async_agents_in_threading_mode(
+    leave: str,
+) -> None:
+    model = Model(seed=1)
+    agents = [AsyncCounter(model) for _ in range(4)]
+    if leave == "context manager":
+        with parallel_stepping("threading"):
+            report = step_agents_parallel_sync(agents)
+    else:
+        enable_automatic_parallel_stepping("threading")
+        report = step_agents_parallel_sync(agents)
+        disable_automatic_parallel_stepping()
+    assert report.ok and [a.count for a in agents] == [1] * 4
+
+
+# --------------------------------------------------------------------------- 4. nested asyncio
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nested_shuffle_do_from_an_async_agent_runs_async_sub_agents(mode: str) -> None:
+    model = Model(seed=1)
+    model.parallel_stepping = True
+    subs = [AsyncCounter(model) for _ in range(3)]
+    model.sub = model.agents.select(lambda a: a in subs)
+
+    class Leader(Agent):
+        async def astep(self) -> None:
+            self.model.sub.shuffle_do("step")
+
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    leaders = [Leader(model) for _ in range(2)]
+    report = step_agents_parallel_sync(leaders)
+    assert report.ok, report
+    assert [a.count for a in subs] == [2, 2, 2]  # never skipped, once per leader
+
+
+# --------------------------------------------------------------------------- 5. orphans
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_timed_out_agents_thread_never_blocks_the_next_step(mode: str) -> None:
+    model = Model(seed=1)
+    release = threading.Event()
+
+    class Stuck(Agent):
+        def step(self) -> None:
+            release.wait(10)
+
+    try:
+        first = step_agents_parallel_sync(
+            [Stuck(model)],
+            mode=mode,
+            timeout=0.05,
+            max_workers=1,  # type: ignore[arg-type]
+        )
+        assert first.outcomes[0].status == "timeout"
+        start = time.monotonic()
+        second = step_agents_parallel_sync(
+            [Counter(model), Counter(model)],
+            mode=mode,  # type: ignore[arg-type]
+            timeout=2.0,
+            max_workers=1,
+        )
+        assert second.ok, second  # not queued behind the orphan, not timed out
+        assert time.monotonic() - start < 1.5
+    finally:
+        release.set()
+
+
+# --------------------------------------------------------------------------- 6. bad timeouts
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_timeouts_are_rejected_naming_the_option(bad: float) -> None:
+    model = Model(seed=1)
+    calls = [
+        lambda: enable_automatic_parallel_stepping(timeout=bad),
+        lambda: step_agents_parallel_sync([Counter(model)], timeout=bad),
+        lambda: step_agents_multithreaded([Counter(model)], timeout=bad),
+        lambda: asyncio.run(step_agents_parallel([Counter(model)], timeout=bad)),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"mesa_llm: invalid timeout=.*finite number"):
+            call()
+
+
+# --------------------------------------------------------------------------- 7. bad agent lists
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_non_agent_is_rejected_before_any_agent_runs(mode: str) -> None:
+    model = Model(seed=1)
+    agents = [Counter(model), Counter(model), "not an agent", Counter(model)]
+    with pytest.raises(TypeError, match=r"agents\[2\] is a str, not a Mesa agent"):
+        step_agents_parallel_sync(agents, mode=mode)  # type: ignore[arg-type]
+    assert all(a.count == 0 for a in agents if isinstance(a, Counter))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_duplicated_agent_is_rejected_before_any_agent_runs(mode: str) -> None:
+    model = Model(seed=1)
+    a, b = Counter(model), Counter(model)
+    with pytest.raises(ValueError, match=r"listed twice \(agents\[0\] and agents\[2\]\)"):
+        step_agents_parallel_sync([a, b, a], mode=mode)  # type: ignore[arg-type]
+    assert a.count == b.count == 0
+
+
+@pytest.mark.parametrize("method", [None, 42, "", b"step"])
+def test_the_method_must_be_a_non_empty_string(method: Any) -> None:
+    model = Model(seed=1)
+    agent = Counter(model)
+    for mode in MODES:
+        with pytest.raises(ValueError, match=r"mesa_llm: invalid method=.*non-empty string"):
+            step_agents_parallel_sync([agent], method=method, mode=mode)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty string"):
+        step_agents_multithreaded([agent], method=method)
+    with pytest.raises(ValueError, match="non-empty string"):
+        asyncio.run(step_agents_parallel([agent], method=method))
+    assert agent.count == 0
+
+
+# --------------------------------------------------------------------------- 8. blocking agents
+
+
+def test_an_async_agent_blocking_the_loop_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    model = Model(seed=1)
+
+    class Blocker(Agent):
+        async def astep(self) -> str:
+            await asyncio.sleep(0)
+            time.sleep(0.2)  # a sync SDK call inside astep
+            return "done"
+
+    blocker, polite = Blocker(model), AsyncCounter(model)
+    with caplog.at_level(logging.WARNING, logger="mesa_llm.parallel_stepping"):
+        report = step_agents_parallel_sync([blocker, polite], mode="asyncio", timeout=5)
+    by_id = {o.unique_id: o for o in report.outcomes}
+    assert by_id[blocker.unique_id].blocked >= 0.15
+    assert by_id[polite.unique_id].blocked < 0.1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"agent {blocker.unique_id} (Blocker.astep) blocked the event loop" in warnings[0]
+
+
+# --------------------------------------------------------------------------- sequential mode
+
+
+class Recorder(Agent):
+    def __init__(self, model: Model, log: list[Any], fail: bool = False) -> None:
+        super().__init__(model)
+        self.log = log
+        self.fail = fail
+
+    def step(self) -> int:
+        self.log.append(("start", self.unique_id))
+        self.log.append(("end", self.unique_id))
+        if self.fail:
+            raise RuntimeError(f"agent {self.unique_id} failed")
+        return self.unique_id
+
+
+class RecModel(Model):
+    def __init__(self, seed: int = 3) -> None:
+        super().__init__(seed=seed)
+        self.log: list[Any] = []
+        for i in range(8):
+            Recorder(self, self.log, fail=i % 3 == 0)
+
+    def step(self) -> None:
+        self.agents.shuffle_do("step")
+
+
+def test_sequential_mode_runs_one_at_a_time_in_mesas_order_isolated_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reference = RecModel()
+    order = [a.unique_id for a in reference.agents]
+    reference.random.shuffle(order)  # what Mesa's shuffle_do draws
+
+    model = RecModel()
+    model.parallel_stepping = True
+    with parallel_stepping("sequential"), caplog.at_level(logging.ERROR):
+        model.step()
+        report = model.last_step_report
+    assert report.mode == "sequential"
+    assert [o.unique_id for o in report.outcomes] == order
+    # one at a time: every agent ends before the next starts
+    assert model.log == [(e, uid) for uid in order for e in ("start", "end")]
+    failed = {o.unique_id for o in report.failed}
+    assert failed == {a.unique_id for a in model.agents if a.fail}
+    assert len([r for r in caplog.records if r.name == "mesa_llm.parallel_stepping"]) == len(failed)
+    assert model.random.getstate() == reference.random.getstate()
+    with pytest.raises(RuntimeError, match="failed"):  # raise mode stops at the first failure
+        step_agents_parallel_sync(list(model.agents), mode="sequential", on_error="raise")
+
+
+def test_sequential_mode_times_out_sync_and_async_agents() -> None:
+    model = Model(seed=1)
+
+    class Slow(Agent):
+        def step(self) -> None:
+            time.sleep(0.3)
+
+    class SlowAsync(Agent):
+        async def astep(self) -> None:
+            await asyncio.sleep(5)
+
+    report = step_agents_parallel_sync(
+        [Slow(model), SlowAsync(model), AsyncCounter(model)], mode="sequential", timeout=0.05
+    )
+    assert [o.status for o in report.outcomes] == ["timeout", "timeout", "ok"]
+
+
+# --------------------------------------------------------------------------- last_step_report
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_last_step_report_is_set_by_every_step_and_cleared_on_disable(mode: str) -> None:
+    model = RecModel()
+    model.parallel_stepping = True
+    enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    model.step()
+    first = model.last_step_report
+    assert isinstance(first, StepReport) and first.mode == mode and len(first) == 8
+    model.step()
+    assert model.last_step_report is not first
+    disable_automatic_parallel_stepping()
+    assert model.last_step_report is None
