@@ -49,8 +49,11 @@ class ProcessState:
         leaks: list[str] = []
         now = ProcessState.capture()
         stepping = sys.modules.get(_STEPPING)
-        if stepping is not None and now.stepping != self.stepping:
+        if stepping is not None and (self.stepping is None or now.stepping != self.stepping):
             if self.stepping is None:
+                # Also when it was never switched on: manual stepping functions leave the
+                # shared event-loop thread and thread pools behind; this waits for and
+                # closes them, so no test starts with another test's threads still busy.
                 stepping.disable_automatic_parallel_stepping()
             else:
                 stepping.enable_automatic_parallel_stepping(**dataclasses.asdict(self.stepping))
