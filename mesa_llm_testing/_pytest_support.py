@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._process_state import ProcessState
 
 SECTION_TITLE = "mesa-llm faults"
 """Title of the report section added to a failing test that used the plugin's fixtures."""
@@ -32,6 +33,7 @@ _FAULTS_PROPERTY = "mesa_llm_faults"  # report.user_properties entry, carried ac
 _TRACE_FORMAT = 1
 _SESSION_KEY = pytest.StashKey["SessionFaults"]()
 _PLAN_KEY = pytest.StashKey[FaultPlan]()
+_STATE_KEY = pytest.StashKey[ProcessState]()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +46,30 @@ class FaultSettings:
     trace: Path | None
     replay_text: str | None = None  # --mesa-llm-replay as given, for the repro command
     replay: dict[str, list[InjectedFault]] | None = None  # recorded faults by test id
+    ignored: tuple[str, ...] = ()  # options given but overridden by --mesa-llm-replay
 
     def header(self) -> str:
-        """The ``mesa-llm: ...`` header line; the flags can be pasted back."""
-        line = f"mesa-llm: --mesa-llm-faults={_format_rate(self.rate)} --mesa-llm-seed={self.seed}"
-        line += f" kinds={_join_kinds(self.kinds or FaultKind)}"
+        """The ``mesa-llm: ...`` header line; every flag on it can be pasted back."""
         if self.replay_text is not None:
-            line += f" --mesa-llm-replay={self.replay_text}"
-        return line
+            line = f"mesa-llm: --mesa-llm-seed={self.seed} --mesa-llm-replay={self.replay_text}"
+            if self.ignored:
+                line += f" (ignored under --mesa-llm-replay: {', '.join(self.ignored)})"
+            return line
+        return "mesa-llm: " + " ".join(
+            [
+                f"--mesa-llm-faults={_format_rate(self.rate)}",
+                f"--mesa-llm-seed={self.seed}",
+                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or FaultKind)}",
+            ]
+        )
 
     def repro_flags(self) -> list[str]:
         """The options that reproduce this session's faults."""
+        if self.replay_text is not None:  # a replay injects exactly the recorded faults
+            return [f"--mesa-llm-seed={self.seed}", f"--mesa-llm-replay={self.replay_text}"]
         flags = [f"--mesa-llm-faults={_format_rate(self.rate)}", f"--mesa-llm-seed={self.seed}"]
         if self.kinds is not None:
             flags.append(f"--mesa-llm-fault-kinds={_join_kinds(self.kinds)}")
-        if self.replay_text is not None:
-            flags.append(f"--mesa-llm-replay={self.replay_text}")
         return flags
 
 
@@ -171,6 +181,22 @@ class SessionFaults:
     def pytest_report_header(self) -> str:
         return self.settings.header()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        item.stash[_STATE_KEY] = ProcessState.capture()
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
+        # After every fixture's teardown: undo what the test (or its model) left switched on.
+        try:
+            return (yield)
+        finally:
+            before = item.stash.get(_STATE_KEY, None)
+            if before is not None:
+                del item.stash[_STATE_KEY]
+                for leak in before.restore():
+                    item.warn(pytest.PytestWarning(f"{_LIBRARY}: {leak}"))
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """xdist: workers use the controller's seed (so ``last`` and fresh seeds agree)."""
@@ -255,6 +281,11 @@ def _read_settings(config: pytest.Config) -> FaultSettings:
         trace=None if trace_text is None else _resolve_path(config, trace_text, trace_source),
         replay_text=replay_text,
         replay=replay,
+        ignored=tuple(
+            f"{source}={text}"
+            for text, source in ((rate_text, rate_source), (kinds_text, kinds_source))
+            if replay_text is not None and text is not None
+        ),
     )
 
 

@@ -89,7 +89,8 @@ def import_figure() -> Any:
     except ImportError:
         raise PlotUnavailableError(
             "mesa_llm_testing: --timeline needs matplotlib, which is not installed; install it "
-            "with pip install 'mesa-llm[plot]'"
+            "with pip install matplotlib (or, in a checkout of this project, "
+            "pip install -e '.[plot]')"
         ) from None
     return Figure
 

@@ -32,6 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
+from mesa_llm_testing._cli_args import (
+    REPLAY_KEY,
+    UsageError,
+    non_negative_seed,
+    parse_faults,
+    portable_scenario,
+    read_run_trace,
+    replay_scenario,
+)
 from mesa_llm_testing._serve_cli import add_serve_parser, cmd_serve
 
 if TYPE_CHECKING:
@@ -53,10 +62,6 @@ EXIT_USAGE: Final = 2
 TIMELINE_LATENCY: Final = 0.004
 
 
-class UsageError(Exception):
-    """Bad input on the command line: printed as ``mesa-llm-testing: error: ...``, exit status 2."""
-
-
 # --------------------------------------------------------------------------- arguments
 
 
@@ -70,15 +75,6 @@ def _positive_int(text: str) -> int:
             f"invalid value {text!r}; valid values: whole numbers >= 1"
         )
     return value
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}; valid values: integers"
-        ) from None
 
 
 def _latency(text: str) -> float:
@@ -149,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fault kinds to inject, comma-separated (default: all): rate_limit, timeout, "
         "malformed_json, server_error, connection_error, empty_response",
     )
-    run.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed (default 0)")
+    run.add_argument(
+        "--seed",
+        type=non_negative_seed,
+        default=0,
+        metavar="N",
+        help="seed, an integer >= 0 (default 0)",
+    )
     run.add_argument(
         "--mode",
         choices=MODES,
@@ -246,50 +248,6 @@ def resolve_scenario(spec: str | None) -> Scenario:
 def _describe(factory: Callable[..., Any]) -> str:
     doc = inspect.getdoc(factory) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
-
-
-# --------------------------------------------------------------------------- fault plans
-
-
-def parse_faults(text: str, *, kinds: str | None, seed: int) -> FaultPlan:
-    """``--faults``: a rate (with ``--kinds``), or a FaultPlan JSON (inline or a file)."""
-    from mesa_llm_testing._faults import FaultKind, FaultPlan
-    from mesa_llm_testing._plans import plan_from_json
-
-    valid_kinds = ", ".join(k.value for k in FaultKind)
-    try:
-        parsed_kinds = FaultKind.parse_many(kinds) if kinds is not None else None
-    except ValueError:
-        raise UsageError(
-            f"--kinds {kinds!r}: unknown fault kind; valid values: {valid_kinds} "
-            f"(comma-separated), or all"
-        ) from None
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")) or stripped.endswith(".json"):
-        source = stripped
-        if not stripped.startswith(("{", "[")):
-            try:
-                source = Path(stripped).read_text()
-            except OSError as exc:
-                raise UsageError(
-                    f"--faults {text!r}: cannot read the fault plan file: {exc}"
-                ) from None
-        if kinds is not None:
-            raise UsageError("--kinds cannot be combined with a FaultPlan JSON in --faults")
-        try:
-            return plan_from_json(source)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"--faults: not a valid FaultPlan JSON: {exc}") from None
-    try:
-        rate = float(stripped)
-    except ValueError:
-        rate = math.nan
-    if not 0.0 <= rate <= 1.0:
-        raise UsageError(
-            f"--faults {text!r}: valid values are a rate from 0 to 1 (0.1: one call in ten "
-            f"faults), or a FaultPlan JSON (inline or a .json file)"
-        )
-    return FaultPlan(rate, kinds=parsed_kinds, seed=seed)
 
 
 # --------------------------------------------------------------------------- running
@@ -393,88 +351,7 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
         root.removeHandler(handler)
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def check_runs(runs: Sequence[ModeRun]) -> tuple[list[str], list[str]]:
-    """Check isolation in every run, and ordering and reproducibility against the sequential run.
-
-    Returns ``(failures, notes)``: one readable message per failed check, and notes
-    on checks that could not run.
-    """
-    from mesa_llm_testing import checks
-
-    failures: list[str] = []
-    notes: list[str] = []
-    for run in runs:
-        if run.trace.max_attempts is None:
-            notes.append(
-                f"isolation not checked ({run.mode}): the agents have no common "
-                f"RetryPolicy.max_attempts"
-            )
-            continue
-        try:
-            checks.check_isolation(run.trace)
-        except AssertionError as exc:
-            failures.append(f"isolation ({run.mode}): {_unprefixed(exc)}")
-    reference = next((r for r in runs if r.mode == "sequential"), None)
-    if reference is not None:
-        for run in runs:
-            if run is reference:
-                continue
-            try:
-                checks.check_ordering(run.trace, reference.trace)
-            except AssertionError as exc:
-                failures.append(f"ordering ({run.mode} vs sequential): {_unprefixed(exc)}")
-            difference = reference.trace.diff(run.trace)
-            if difference is not None:
-                failures.append(f"reproducibility ({run.mode} vs sequential): {difference}")
-    return failures, notes
-
-
-def _unprefixed(exc: BaseException) -> str:
-    return str(exc).removeprefix("mesa_llm_testing: ")
-
-
 # --------------------------------------------------------------------------- output
-
-
-def _fault_summary(plan: FaultPlan) -> str:
-    from mesa_llm_testing._faults import FaultKind
-
-    if not plan.rate and not plan.scripted:
-        return "no faults"
-    parts = []
-    if plan.rate:
-        kinds = "all kinds" if set(plan.kinds) == set(FaultKind) else ",".join(plan.kinds)
-        parts.append(f"faults {plan.rate:g} ({kinds})")
-    if plan.scripted:
-        parts.append(f"{len(plan.scripted)} scripted faults")
-    return ", ".join(parts)
-
-
-def print_summary(
-    runs: Sequence[ModeRun], *, scenario: Scenario, plan: FaultPlan, out: TextIO
-) -> None:
-    """The summary tables: per step, per fault kind, and per mode with ``--mode all``."""
-    from mesa_llm_testing._summary import failures_line, kinds_table, modes_table, steps_table
-
-    first = runs[0].trace
-    agents = len(first.steps[0].population or first.steps[0].outcomes) if first.steps else 0
-    print(
-        f"\n{scenario.spec}: {agents} agents, {len(first.steps)} steps, seed {first.seed}, "
-        f"{_fault_summary(plan)}",
-        file=out,
-    )
-    run = runs[0]  # with --mode all: the sequential reference run
-    print(f"\nper step ({run.mode}):", file=out)
-    print(steps_table(run.trace), file=out)
-    print("\nfaults by kind:", file=out)
-    print(kinds_table(run.trace), file=out)
-    print(f"\nagent failures: {failures_line(run.trace)}", file=out)
-    if len(runs) > 1:
-        print("\nper mode:", file=out)
-        print(modes_table({r.mode: r.trace for r in runs}), file=out)
 
 
 def _write_trace(path: str, runs: Sequence[ModeRun], spec: str) -> list[Path]:
@@ -490,18 +367,15 @@ def _write_trace(path: str, runs: Sequence[ModeRun], spec: str) -> list[Path]:
     return written
 
 
-#: Key added to a trace's JSON so ``replay`` can rebuild the run exactly.
-REPLAY_KEY: Final = "mesa_llm_testing_run"
-
-
 def _dump_trace(path: Path, trace: RunTrace, spec: str) -> None:
     data = trace.to_dict()
-    data[REPLAY_KEY] = {"scenario": spec}
+    data[REPLAY_KEY] = {"scenario": portable_scenario(spec)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _timeline(path: str, run: ModeRun, scenario: Scenario, step: int | None) -> Path:
+    from mesa_llm_testing._summary import retry_outcomes
     from mesa_llm_testing._timeline import call_spans, draw_timeline
 
     steps = {s.step: s for s in run.trace.steps}
@@ -517,10 +391,11 @@ def _timeline(path: str, run: ModeRun, scenario: Scenario, step: int | None) -> 
         start = min((s.start for s in spans), default=0.0)
         window = StepWindow(step, start, max((s.end for s in spans), default=start))
     st = steps[step]
+    retried_ok, _ = retry_outcomes(st)
     failed = sum(1 for status, _ in st.outcomes.values() if status != "ok")
     title = (
         f"{scenario.spec}: step {step}, {run.mode} mode, seed {run.trace.seed}: "
-        f"{len(spans)} LLM calls, {len(st.faults)} faults, {st.recovered} recovered, "
+        f"{len(spans)} LLM calls, {len(st.faults)} faults, {retried_ok} retried then ok, "
         f"{failed} agents failed"
     )
     return draw_timeline(
@@ -536,8 +411,18 @@ def _timeline(path: str, run: ModeRun, scenario: Scenario, step: int | None) -> 
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    """``run``: run the scenario in one mode or all three, print the summary and the checks."""
+def _check_run_args(args: argparse.Namespace) -> FaultPlan:
+    """Validate every ``run`` option that needs more than argparse; UsageError otherwise."""
+    if args.timeline_step is not None:
+        if args.timeline is None:
+            raise UsageError(
+                f"--timeline-step {args.timeline_step}: only used with --timeline PATH"
+            )
+        if args.timeline_step > args.steps:
+            raise UsageError(
+                f"--timeline-step {args.timeline_step}: the run has steps 1 to {args.steps} "
+                f"(--steps {args.steps}); valid values: 1 to {args.steps}"
+            )
     if args.timeline is not None:
         suffix = Path(args.timeline).suffix.lower()
         if suffix not in (".png", ".svg"):
@@ -551,40 +436,65 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             import_figure()  # fail before the run, not after it
         except PlotUnavailableError as exc:
             raise UsageError(_unprefixed(exc)) from None
+    return parse_faults(args.faults, kinds=args.kinds, seed=args.seed)
+
+
+def _unprefixed(exc: BaseException) -> str:
+    return str(exc).removeprefix("mesa_llm_testing: ")
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """``run``: run the scenario in one mode or all three, print the summary and the checks."""
+    from mesa_llm_testing._summary import fault_summary
+
+    plan = _check_run_args(args)
     scenario = resolve_scenario(args.scenario)
-    plan = parse_faults(args.faults, kinds=args.kinds, seed=args.seed)
     latency = args.latency
     if latency is None:
         latency = TIMELINE_LATENCY if args.timeline is not None else 0.0
     modes = ALL_MODES if args.mode == "all" else (args.mode,)
-    _load_litellm()
-    runs = []
+    what = f"{', '.join(modes)} mode" + "s" * (len(modes) > 1)
+    _announce(
+        args,
+        f"running {scenario.spec}: {args.steps} steps, {what}, seed {args.seed}, "
+        f"{fault_summary(plan)}",
+    )
+    runs = _run_modes(args, scenario, modes, plan=plan, steps=args.steps, seed=args.seed,
+                      agents=args.agents, latency=latency)  # fmt: skip
+    return _report_run(args, runs, scenario, plan, out)
+
+
+def _announce(args: argparse.Namespace, text: str) -> None:
+    """Say what is about to happen, then load litellm (slow) with visible progress."""
+    if not args.quiet:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    from mesa_llm_testing._startup import loading
+
+    with loading(f"{PROG}: loading litellm", sys.stderr, enabled=not args.quiet):
+        _load_litellm()
+
+
+def _run_modes(
+    args: argparse.Namespace, scenario: Scenario, modes: Sequence[str], **options: Any
+) -> list[ModeRun]:
     with _quiet_logs(args.verbose):
-        for mode in modes:
-            runs.append(
-                run_one(
-                    scenario,
-                    mode=mode,
-                    plan=plan,
-                    steps=args.steps,
-                    seed=args.seed,
-                    agents=args.agents,
-                    latency=latency,
-                    progress=not args.quiet,
-                )
-            )
-    print_summary(runs, scenario=scenario, plan=plan, out=out)
-    failures, notes = check_runs(runs)
-    for note in notes:
-        print(f"note: {note}", file=out)
-    if args.mode == "all":
-        print("", file=out)
-        if not any(f.startswith("reproducibility") for f in failures):
-            print(
-                "reproducible: sequential, asyncio and threading traces are identical "
-                f"(seed {args.seed})",
-                file=out,
-            )
+        return [run_one(scenario, mode=mode, progress=not args.quiet, **options) for mode in modes]
+
+
+def _report_run(
+    args: argparse.Namespace, runs: list[ModeRun], scenario: Scenario, plan: FaultPlan, out: TextIO
+) -> int:
+    from mesa_llm_testing._summary import print_summary
+    from mesa_llm_testing._verdict import check_runs, print_verdict
+
+    print_summary([r.trace for r in runs], spec=scenario.spec, plan=plan, out=out)
+    results = check_runs([r.trace for r in runs])
+    if args.mode == "all" and not any(r.name == "reproducibility" and r.problem for r in results):
+        print(
+            "\nreproducible: sequential, asyncio and threading traces are identical "
+            f"(seed {args.seed})",
+            file=out,
+        )
     if args.trace:
         for written in _write_trace(args.trace, runs, scenario.spec):
             print(f"trace written to {written}", file=out)
@@ -594,13 +504,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             f"timeline written to {_timeline(args.timeline, drawn, scenario, args.timeline_step)}",
             file=out,
         )
-    if failures:
-        print("\nCHECK FAILED:", file=out)
-        for failure in failures:
-            print(f"  {failure}", file=out)
-        return EXIT_CHECK_FAILED
-    print("all checks passed", file=out)
-    return EXIT_OK
+    return EXIT_OK if print_verdict(results, out) else EXIT_CHECK_FAILED
 
 
 def _load_litellm() -> None:
@@ -619,48 +523,37 @@ def _load_litellm() -> None:
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     """``replay``: re-run a recorded trace (same scenario, seed, mode, faults) and compare."""
+    data = read_run_trace(args.trace, mode=args.mode)  # every field checked, no heavy imports
+    extra = data.pop(REPLAY_KEY, None) or {}
+    # A trace from 'run --trace' names the scenario as given (a file, module:factory);
+    # one from run_scenario() itself has the scenario's name.
+    spec = replay_scenario(extra.get("scenario") or data["scenario"], args.trace)
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._runner import RunTrace
 
-    path = Path(args.trace)
-    try:
-        text = path.read_text()
-        data = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"TRACE {args.trace!r}: cannot read a trace: {exc}") from None
-    extra = data.pop(REPLAY_KEY, None) if isinstance(data, dict) else None
     try:
         recorded = RunTrace.from_json(json.dumps(data))
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(
-            f"TRACE {args.trace!r}: not a trace written by '{PROG} run --trace': {exc}"
+            f"TRACE {args.trace!r}: not a trace written by '{PROG} run --trace': {_unprefixed(exc)}"
         ) from None
-    # A trace from 'run --trace' names the scenario as given (a file, module:factory);
-    # one from run_scenario() itself has the scenario's name.
-    spec = (extra or {}).get("scenario") or recorded.scenario
     scenario = resolve_scenario(spec)
     plan = recorded.fault_plan() or FaultPlan(0.0, seed=recorded.seed)
-    _load_litellm()
-    with _quiet_logs(args.verbose):
-        again = run_one(
-            scenario,
-            mode=args.mode or recorded.mode,
-            plan=plan,
-            steps=len(recorded.steps),
-            seed=recorded.seed,
-            agents=recorded.agents,
-            latency=0.0,
-            progress=not args.quiet,
-        )
+    mode = args.mode or recorded.mode
+    steps = len(recorded.steps)
+    _announce(args, f"replaying {args.trace}: {scenario.spec}, {steps} steps, {mode} mode, "
+                    f"seed {recorded.seed}")  # fmt: skip
+    (again,) = _run_modes(args, scenario, [mode], plan=plan, steps=steps, seed=recorded.seed,
+                          agents=recorded.agents, latency=0.0)  # fmt: skip
     mode = (
         recorded.mode
         if args.mode in (None, recorded.mode)
         else f"{args.mode} (recorded: {recorded.mode})"
     )
-    what = f"{scenario.spec}, {len(recorded.steps)} steps, seed {recorded.seed}, {mode} mode"
+    what = f"{scenario.spec}, {steps} steps, seed {recorded.seed}, {mode} mode"
     difference = recorded.diff(again.trace)
     if difference is None:
-        print(f"reproduced: {what}: the new run's trace is identical to {path}", file=out)
+        print(f"reproduced: {what}: the new run's trace is identical to {args.trace}", file=out)
         return EXIT_OK
     print(f"NOT reproduced: {what}:\n  {difference}", file=out)
     return EXIT_CHECK_FAILED

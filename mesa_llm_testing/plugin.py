@@ -8,10 +8,15 @@ configures), and litellm / respx are imported only by a test that uses
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+
+# Set when the plugin loads, before conftest files and test modules import litellm, so
+# litellm never tries to download its price table (unless the user chose otherwise).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 if TYPE_CHECKING:
     from mesa_llm_testing._fake import FakeLLM
@@ -39,6 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "mesa_llm(*, faults=None, kinds=None, seed=None): override the fault rate, fault kinds "
         "or per-test seed of the mesa-llm fixtures for this test; faults=0 turns faults off.",
+    )
+    # pydantic warns about litellm's TypedDicts when litellm builds its schemas; noise
+    # in every test run that calls litellm, and nothing a model test can act on.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Items? .* (is|are) using the .ReadOnly. qualifier:UserWarning"
     )
     from mesa_llm_testing._pytest_support import SessionFaults
 
@@ -76,14 +86,17 @@ def llm_faults(request: pytest.FixtureRequest) -> FaultPlan:
 def fake_llm(llm_faults: FaultPlan, mesa_llm_seed: int) -> Iterator[FakeLLM]:
     """A ``FakeLLM`` answering every litellm completion in the process during the test.
 
-    Any model string works (``openai/gpt-4o-mini`` runs unchanged), no request leaves
-    the machine, and faults follow ``llm_faults``. Set ``return_value`` or
-    ``side_effect`` to script replies; ``calls`` records every request.
+    Any model string works (``openai/gpt-4o-mini`` runs unchanged) and faults follow
+    ``llm_faults``. No request leaves the machine: any other attempt to reach a
+    non-loopback address (an SDK client, ``requests``, a name lookup) raises
+    ``NetworkBlockedError`` naming the host. Set ``return_value`` or ``side_effect``
+    to script replies; ``calls`` records every request.
     """
     from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._network_guard import block_network
 
     fake = FakeLLM(seed=mesa_llm_seed, faults=llm_faults)
-    with fake.activate(intercept_all=True):
+    with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
         yield fake
 
 
@@ -108,7 +121,7 @@ def stepping_mode(request: pytest.FixtureRequest) -> Iterator[str]:
     their results can be compared. For the sequential reference too, parametrize it
     indirectly: ``@pytest.mark.parametrize("stepping_mode", ["sequential", "asyncio",
     "threading"], indirect=True)``. Automatic parallel stepping is disabled again
-    after the test.
+    after the test (the plugin does that after every test that turned it on).
     """
     from mesa_llm.parallel_stepping import MODES, disable_automatic_parallel_stepping
 

@@ -1,15 +1,14 @@
-"""Shared test fixtures: every test leaves automatic parallel stepping off."""
+"""Shared test settings: Hypothesis profiles.
+
+Automatic parallel stepping left on by a test is switched off by the mesa-llm pytest
+plugin itself (as in any downstream project), so no fixture here hides a leak.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import pytest
-
-# Never let litellm reach for the network from the test suite.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
+# LITELLM_LOCAL_MODEL_COST_MAP=True is set by the mesa-llm plugin when it loads.
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -26,11 +25,3 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-@pytest.fixture(autouse=True)
-def _automatic_stepping_off() -> Iterator[None]:
-    yield
-    from mesa_llm.parallel_stepping import disable_automatic_parallel_stepping
-
-    disable_automatic_parallel_stepping()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,9 +52,10 @@ def test_default_run_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = run_cli(capsys, "run", *SMALL)
     assert code == 0, out
     assert "per step (asyncio)" in out
-    assert "agents ok" in out and "recovered" in out and "time" in out
+    assert "agents ok" in out and "retried, then ok" in out and "time" in out
+    assert "recovered" not in out
     assert "no faults injected" in out
-    assert out.rstrip().endswith("all checks passed")
+    assert out.rstrip().endswith("all checks passed: isolation, progress")
 
 
 def test_faults_are_summarised_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,7 +231,8 @@ def test_timeline_without_matplotlib_names_the_extra(
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... -> ImportError
     code, _, err = run_cli(capsys, "run", "--timeline", str(tmp_path / "t.png"), *SMALL)
     assert code == 2
-    assert "pip install 'mesa-llm[plot]'" in err
+    assert "pip install matplotlib" in err
+    assert "mesa-llm[plot]" not in err  # would pull the unrelated mesa-llm from PyPI
 
 
 # --------------------------------------------------------------------------- usage errors
@@ -244,7 +247,7 @@ def test_timeline_without_matplotlib_names_the_extra(
         (["run", "--kinds", "rate_limit,gremlins"], ["--kinds", "rate_limit, timeout"]),
         (["run", "--agents", "0"], ["--agents", ">= 1"]),
         (["run", "--steps", "x"], ["--steps", ">= 1"]),
-        (["run", "--seed", "one"], ["--seed", "integer"]),
+        (["run", "--seed", "one"], ["--seed", "integers >= 0"]),
         (["run", "no_such_scenario"], ["'no_such_scenario'", "civil_violence", "module:factory"]),
         (["run", "missing_file.py"], ["'missing_file.py' does not exist"]),
         (["run", "no_such_module_xyz:factory"], ["cannot import", "no_such_module_xyz"]),
@@ -294,3 +297,149 @@ def test_console_script_runs_offline_without_an_api_key(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reproducible: sequential, asyncio and threading" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- numbers and verdict
+
+
+def test_retried_faults_are_split_by_what_followed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--faults", "0.3", "--seed", "2", *SMALL)
+    assert code == 0, out
+    kinds = out.split("faults by kind:\n")[1].split("\n\n")[0]
+    header = kinds.splitlines()[0].split("  ")
+    assert [h.strip() for h in header if h.strip()] == [
+        "fault kind", "injected", "retried, then ok", "retried, failed anyway",
+        "ended the step", "absorbed",
+    ]  # fmt: skip
+    total = next(line for line in kinds.splitlines() if line.strip().startswith("total"))
+    injected, *parts = (int(n) for n in total.split()[1:])
+    assert injected == sum(parts) > 0
+    assert "recovered" not in out
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "sequential", "all"])
+def test_a_run_where_every_agent_failed_exits_1_with_the_reason(
+    capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    argv = ["run", "--faults", "1", "--kinds", "empty_response", "--mode", mode, *SMALL]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 1, out
+    assert "retried, then ok" in out
+    assert "CHECK FAILED: progress" in out
+    assert "every agent failed in every step (8 agent-steps: 8 EmptyResponseError)" in out
+
+
+def test_the_verdict_names_each_check_and_its_result(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--mode", "all", "--faults", "0.2", *SMALL)
+    assert code == 0, out
+    checks = out.split("\nchecks:\n")[1].splitlines()
+    assert [line.split()[:2] for line in checks[:4]] == [
+        ["isolation", "passed"], ["ordering", "passed"],
+        ["reproducibility", "passed"], ["progress", "passed"],
+    ]  # fmt: skip
+    assert checks[4] == "all checks passed: isolation, ordering, reproducibility, progress"
+
+
+# --------------------------------------------------------------------------- input validation
+# Run as a user does (a subprocess): every bad input is a usage error (exit 2) naming the
+# option and the valid values, with no traceback, before litellm is imported.
+
+PROBE = (
+    "import sys, runpy; sys.argv = ['mesa-llm-testing', *sys.argv[1:]]\n"
+    "try:\n    runpy.run_module('mesa_llm_testing.cli', run_name='__main__')\n"
+    "finally:\n    print('LITELLM_IMPORTED=' + str('litellm' in sys.modules), file=sys.stderr)\n"
+)
+
+
+def run_script(
+    *argv: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
+        cwd=cwd, timeout=timeout,
+    )  # fmt: skip
+
+
+def _trace_json(tmp_path: Path) -> dict:
+    """A real trace (written once per test module run) to corrupt one field at a time."""
+    path = tmp_path / "good.json"
+    assert main(["run", "--trace", str(path), "--faults", "0.2", *SMALL]) == 0
+    return json.loads(path.read_text())
+
+
+BAD_TRACE_FIELDS = [
+    ("mode", "foo", ['"mode"', "'foo'", "sequential, asyncio, threading"]),
+    ("seed", "abc", ['"seed"', "integers >= 0"]),
+    ("seed", -3, ['"seed"', "integers >= 0"]),
+    ("faults", {"rate": 5}, ['"rate" is 5', "numbers from 0 to 1"]),
+    ("faults", {"rat": 0.5}, ["unknown key(s) 'rat'", "valid keys: rate, kinds"]),
+    ("scenario", 7, ['"scenario"', "module:factory"]),
+    ("agents", 0, ['"agents"', "integers >= 1"]),
+    ("steps", [], ["records no steps", "nothing to compare"]),
+]
+
+
+def test_every_bad_input_is_a_usage_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _trace_json(tmp_path)
+    capsys.readouterr()
+    (tmp_path / "run-trace.json").write_text(json.dumps(good))
+    (tmp_path / "plugin-trace.json").write_text('{"mesa_llm_trace": 1, "seed": 1, "faults": []}')
+    cases: list[tuple[list[str], list[str]]] = [
+        (["run", "--seed", "-5"], ["--seed", "'-5'", "integers >= 0"]),
+        (["run", "--faults", '{"rat": 0.5}'], ["--faults", "'rat'", "valid keys: rate"]),
+        (["run", "--faults", '{"rate": 0.5, "kinds": ["gremlins"]}'], ['"kinds"', "rate_limit"]),
+        (["run", "--faults", "[1, 2]"], ["injected fault 0", '"call" (an integer)']),
+        (["run", "--faults", "run-trace.json"], ["run trace", "mesa-llm-testing replay"]),
+        (["run", "--faults", "plugin-trace.json"], ["--mesa-llm-trace", "--mesa-llm-replay"]),
+        (["run", "--faults", "missing.json"], ["cannot read the fault plan file"]),
+        (["run", "--steps", "3", "--timeline", "t.png", "--timeline-step", "9"],
+         ["--timeline-step 9", "valid values: 1 to 3"]),
+        (["run", "--timeline-step", "1"], ["--timeline-step", "--timeline PATH"]),
+    ]  # fmt: skip
+    for field, value, words in BAD_TRACE_FIELDS:
+        bad = {**good, field: value}
+        name = f"bad-{field}-{len(cases)}.json"
+        (tmp_path / name).write_text(json.dumps(bad))
+        cases.append((["replay", name], ["TRACE", name, *words]))
+    for argv, words in cases:
+        result = run_script(*argv, cwd=tmp_path)
+        assert result.returncode == 2, (argv, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, (argv, result.stderr)
+        assert result.stderr.startswith("usage: mesa-llm-testing"), (argv, result.stderr)
+        assert all(w in result.stderr for w in words), (argv, words, result.stderr)
+        assert "LITELLM_IMPORTED=False" in result.stderr, argv  # no work had started
+        assert result.stdout == "", argv
+
+
+def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path) -> None:
+    result = run_script("run", "--steps", "1", "--agents", "2", "--seed", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "mesa-llm-testing: running civil_violence: 1 steps, asyncio mode, seed 4, no faults"
+    )
+    # Not a terminal: one line, finished with the time the import took.
+    assert re.fullmatch(r"mesa-llm-testing: loading litellm \.\.\. done in \d+\.\d s", lines[1])
+    quiet = run_script("run", "--steps", "1", "--agents", "2", "-q", cwd=tmp_path)
+    assert quiet.returncode == 0
+    assert "loading litellm" not in quiet.stderr
+
+
+def test_a_trace_with_a_relative_scenario_path_replays_from_elsewhere(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_model.py").write_text(
+        "from scenarios.negotiation import NegotiationModel\n\n"
+        "class MyNegotiation(NegotiationModel):\n    scenario_name = 'mine'\n"
+    )
+    run = run_script("run", "my_model.py", "--trace", "run.json", "--faults", "0.3", *SMALL,
+                     cwd=project)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    replay = run_script("replay", str(project / "run.json"), "-q", cwd=elsewhere)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert replay.stdout.startswith(f"reproduced: {project / 'my_model.py'}, 2 steps")

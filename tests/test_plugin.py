@@ -56,7 +56,8 @@ def test_without_fixtures():
 
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 HEADER = re.compile(
-    r"^mesa-llm: --mesa-llm-faults=(\S+) --mesa-llm-seed=(\d+) kinds=(\S+)", re.MULTILINE
+    r"^mesa-llm: --mesa-llm-faults=(\S+) --mesa-llm-seed=(\d+) --mesa-llm-fault-kinds=(\S+)$",
+    re.MULTILINE,
 )
 
 
@@ -103,9 +104,18 @@ def test_header_is_a_pastable_flag_line(pytester: pytest.Pytester) -> None:
         "--mesa-llm-fault-kinds=rate_limit,timeout",
     )
     result.stdout.fnmatch_lines(
-        ["mesa-llm: --mesa-llm-faults=0.25 --mesa-llm-seed=1234 kinds=rate_limit,timeout"]
+        [
+            "mesa-llm: --mesa-llm-faults=0.25 --mesa-llm-seed=1234 "
+            "--mesa-llm-fault-kinds=rate_limit,timeout"
+        ]
     )
     result.assert_outcomes(passed=1)
+    # Every word after "mesa-llm:" is a flag: pasted back, it gives the same header.
+    for args in ([], ["--mesa-llm-faults=0.1"]):
+        line = HEADER.search(pytester.runpytest_inprocess(*args).stdout.str())
+        assert line is not None
+        again = pytester.runpytest_inprocess(*line[0].split()[1:])
+        assert HEADER.search(again.stdout.str())[0] == line[0]  # type: ignore[index]
 
 
 def test_default_is_no_faults_a_fresh_seed_and_every_kind(pytester: pytest.Pytester) -> None:
@@ -172,7 +182,7 @@ def test_options_are_settable_in_the_ini_file(pytester: pytest.Pytester) -> None
     pytester.makepyfile("def test_ok(): pass")
     result = pytester.runpytest_inprocess()
     result.stdout.fnmatch_lines(
-        ["mesa-llm: --mesa-llm-faults=0.5 --mesa-llm-seed=99 kinds=timeout"]
+        ["mesa-llm: --mesa-llm-faults=0.5 --mesa-llm-seed=99 --mesa-llm-fault-kinds=timeout"]
     )
     assert faults_in(pytester.path / "out" / "trace.json") == []
     # The command line wins over the ini file.
@@ -449,7 +459,8 @@ def test_summary_counts_faults_per_kind_and_matches_the_trace(
             "*= mesa-llm =*",
             f"45 fault(s) injected in 3 of 5 test(s): rate_limit={counts['rate_limit']}, "
             f"server_error={counts['server_error']}",
-            "mesa-llm: --mesa-llm-faults=1 --mesa-llm-seed=* kinds=rate_limit,server_error",
+            "mesa-llm: --mesa-llm-faults=1 --mesa-llm-seed=* "
+            "--mesa-llm-fault-kinds=rate_limit,server_error",
             "fault trace written to *t.json",
         ]
     )
@@ -474,7 +485,24 @@ def test_replay_injects_exactly_the_recorded_faults(
     # Without --mesa-llm-seed, a replay keeps the recorded session's seed.
     recorded_seed = json.loads((pytester.path / "recorded.json").read_text())["seed"]
     result = pytester.runpytest_inprocess("--mesa-llm-replay=recorded.json", "-k", "faults_off")
-    assert header_of(result)[1] == recorded_seed
+    assert f"mesa-llm: --mesa-llm-seed={recorded_seed} --mesa-llm-replay=recorded.json\n" in (
+        result.stdout.str()
+    )
+
+
+def test_options_a_replay_ignores_are_said_to_be_ignored_not_echoed(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_ok(): pass")
+    (pytester.path / "t.json").write_text('{"mesa_llm_trace": 1, "seed": 3, "faults": []}')
+    result = pytester.runpytest_inprocess("--mesa-llm-replay=t.json", "--mesa-llm-faults=0.3")
+    result.stdout.fnmatch_lines(
+        [
+            "mesa-llm: --mesa-llm-seed=3 --mesa-llm-replay=t.json "
+            "(ignored under --mesa-llm-replay: --mesa-llm-faults=0.3)"
+        ]
+    )
+    assert "--mesa-llm-faults=0.3 --mesa-llm-seed" not in result.stdout.str()
 
 
 # -- separate processes: xdist and import cost ------------------------------------------------
@@ -606,3 +634,145 @@ def test_stepping_mode_offers_sequential_on_request(pytester: pytest.Pytester) -
     )
     result.stdout.fnmatch_lines(["*'serial' is not a stepping mode; valid modes: asyncio*"])
     result.assert_outcomes(passed=5, errors=1)
+
+
+# -- hygiene: what a test changes process-wide is put back after it -------------------------
+
+
+def test_automatic_stepping_a_model_turned_on_is_off_for_the_next_test(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import mesa
+        from mesa_llm.parallel_stepping import enable_automatic_parallel_stepping
+
+        MESA_SHUFFLE_DO = mesa.agent.AgentSet.__dict__["shuffle_do"]
+
+        class MyModel(mesa.Model):  # as in the README's tour: the model opts in itself
+            def __init__(self, seed=None):
+                super().__init__(seed=seed)
+                self.parallel_stepping = True
+                enable_automatic_parallel_stepping(mode="threading")
+
+        def test_model_turns_it_on():
+            MyModel(seed=1)
+            assert mesa.agent.AgentSet.__dict__["shuffle_do"] is not MESA_SHUFFLE_DO
+
+        def test_next_test_gets_plain_mesa():
+            assert mesa.agent.AgentSet.__dict__["shuffle_do"] is MESA_SHUFFLE_DO
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert "warning" not in result.stdout.str().lower()  # a model opting in is no bug
+
+
+def test_the_stepping_mode_a_session_chose_is_restored_after_a_test_changes_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from mesa_llm import parallel_stepping as ps
+
+        # The session's choice, made before any test starts (at import, during collection).
+        ps.enable_automatic_parallel_stepping("asyncio", max_concurrency=3)
+
+        def test_switches_to_threading():
+            ps.enable_automatic_parallel_stepping("threading")
+
+        def test_back_to_the_sessions_mode():
+            settings = ps._enabled  # no public getter; the settings chosen at import
+            assert (settings.mode, settings.max_concurrency) == ("asyncio", 3)
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_fake_left_active_is_deactivated_and_reported(
+    pytester: pytest.Pytester, litellm_preloaded: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import litellm
+        from mesa_llm_testing import FakeLLM
+
+        ORIGINAL = litellm.completion
+        LEAKED = []
+
+        def test_leaks_an_activation():
+            LEAKED.append(FakeLLM(return_value="leaked").activate())
+            LEAKED[0].__enter__()  # never exited
+            assert litellm.completion is not ORIGINAL
+
+        def test_next_test_gets_real_litellm():
+            assert litellm.completion is ORIGINAL
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["*mesa_llm_testing: a FakeLLM.activate() entered during the test was never exited*"]
+    )
+
+
+def test_the_cost_map_variable_is_set_before_test_modules_import_litellm(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        """
+        import os
+
+        AT_IMPORT = os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP")
+
+        def test_value():
+            print("COST_MAP=" + repr(AT_IMPORT))
+        """
+    )
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    result = pytester.runpytest_subprocess("-s")
+    result.stdout.fnmatch_lines(["*COST_MAP='True'"])
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "False")  # the user's choice stands
+    result = pytester.runpytest_subprocess("-s")
+    result.stdout.fnmatch_lines(["*COST_MAP='False'"])
+
+
+def test_no_request_leaves_the_machine_while_fake_llm_is_active(
+    pytester: pytest.Pytester, litellm_preloaded: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        import threading
+        import urllib.request
+
+        import httpx
+        import pytest
+        from mesa_llm_testing._network_guard import NetworkBlockedError
+
+        ORIGINAL_CONNECT = socket.socket.connect
+
+        def test_names_and_addresses_are_refused(fake_llm):
+            with pytest.raises(NetworkBlockedError, match="example.com:80 refused.*fake_llm"):
+                socket.create_connection(("example.com", 80), timeout=1)
+            with pytest.raises(NetworkBlockedError, match="203.0.113.5:443"):
+                socket.create_connection(("203.0.113.5", 443), timeout=1)
+            with pytest.raises(NetworkBlockedError, match="api.openai.com:443"):
+                httpx.get("https://api.openai.com/v1/models")
+            with pytest.raises(NetworkBlockedError, match="example.org:80"):
+                urllib.request.urlopen("http://example.org/", timeout=1)
+
+        def test_loopback_still_works(fake_llm):
+            server = socket.create_server(("127.0.0.1", 0))
+            port = server.getsockname()[1]
+            threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+            socket.create_connection(("localhost", port), timeout=5).close()
+            server.close()
+
+        def test_guard_is_gone_after_the_fixture():
+            assert socket.socket.connect is ORIGINAL_CONNECT
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)

@@ -1,0 +1,68 @@
+"""Process-wide switches a model test can leave on, captured before a test and restored after.
+
+A model that calls ``enable_automatic_parallel_stepping()`` in ``__init__`` (as the
+README's tour does) leaves Mesa's ``shuffle_do`` patched for every later test; a
+test that enters ``FakeLLM.activate()`` without leaving it keeps answering litellm
+calls with its fake. The pytest plugin captures this state before each test and,
+after the test's fixtures are torn down, puts it back. Nothing is imported here:
+a module the test never imported has nothing to restore.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ProcessState"]
+
+_STEPPING = "mesa_llm.parallel_stepping"
+_PROVIDER = "mesa_llm_testing._provider"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessState:
+    """Automatic parallel stepping (with its mode and options) and the active fake LLMs."""
+
+    stepping: Any  # parallel_stepping's settings, None when automatic stepping is off
+    fakes: tuple[Any, ...]  # the fake LLM activations, outermost first
+
+    @classmethod
+    def capture(cls) -> ProcessState:
+        """The state now."""
+        stepping = sys.modules.get(_STEPPING)
+        provider = sys.modules.get(_PROVIDER)
+        return cls(
+            stepping=getattr(stepping, "_enabled", None),
+            fakes=tuple(getattr(provider, "_active", ())),
+        )
+
+    def restore(self) -> list[str]:
+        """Put the captured state back; return a line for each leak that is a test's bug.
+
+        Automatic stepping switched on by a model is expected (it is how a model opts
+        in), so it is switched back off silently. A fake left active stops answering
+        litellm calls and is reported; the API-key skip and retry-sleep override it
+        entered end when its context manager is closed or garbage-collected.
+        """
+        leaks: list[str] = []
+        now = ProcessState.capture()
+        stepping = sys.modules.get(_STEPPING)
+        if stepping is not None and (self.stepping is None or now.stepping != self.stepping):
+            if self.stepping is None:
+                # Also when it was never switched on: manual stepping functions leave the
+                # shared event-loop thread and thread pools behind; this waits for and
+                # closes them, so no test starts with another test's threads still busy.
+                stepping.disable_automatic_parallel_stepping()
+            else:
+                stepping.enable_automatic_parallel_stepping(**dataclasses.asdict(self.stepping))
+        provider = sys.modules.get(_PROVIDER)
+        leaked = [entry for entry in now.fakes if entry not in self.fakes]
+        for entry in reversed(leaked):
+            provider._pop(entry)  # type: ignore[union-attr]
+            leaks.append(
+                "a FakeLLM.activate() entered during the test was never exited; the plugin "
+                "deactivated it after the test (use 'with fake.activate():')"
+            )
+        return leaks

@@ -1,0 +1,103 @@
+"""The README's examples run as written: every fenced block marked runnable is executed.
+
+Markers (an HTML comment on the line before the fence):
+
+* ``<!-- runnable -->`` before a ``python`` block: run in a fresh interpreter in a tmp dir;
+  before a ``bash`` block: each ``mesa-llm-testing`` line runs (exit status 0).
+* ``<!-- runnable: exit 2 -->``: the same, expecting a usage error (exit status 2).
+* ``<!-- runnable: NAME.py -->``: the block is a file written as NAME.py (the downstream test
+  file); ``<!-- runnable: pytest -->`` is the pytest command run on it, and its output must show
+  what the README's sample output shows (the failures, the faults and the repro line).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCK = re.compile(
+    r"<!-- runnable(?::\s*(?P<arg>[^>]*?))?\s*-->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.S
+)
+BIN = Path(sys.executable).parent
+
+
+def blocks(lang: str, arg: str | None = None) -> list[str]:
+    found = [
+        m["body"] for m in BLOCK.finditer(README.read_text(encoding="utf-8"))
+        if m["lang"] == lang and (m["arg"] or None) == arg
+    ]  # fmt: skip
+    return found
+
+
+def env() -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_readme_marks_its_examples_runnable() -> None:
+    assert len(blocks("python")) >= 4
+    assert blocks("python", "test_election.py") and blocks("bash", "pytest")
+    assert len(blocks("bash")) >= 3 and blocks("bash", "exit 2")
+
+
+@pytest.mark.parametrize("n", range(len(blocks("python"))))
+def test_python_example_runs(n: int, tmp_path: Path) -> None:
+    result = run([sys.executable, "-c", blocks("python")[n]], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cli_examples_run_in_order(tmp_path: Path) -> None:
+    for body in blocks("bash"):  # list; run --trace --timeline; replay run.json
+        for line in body.strip().splitlines():
+            result = run(shlex.split(line), tmp_path)
+            assert result.returncode == 0, (line, result.stdout, result.stderr)
+            assert "Traceback" not in result.stderr
+    assert (tmp_path / "run.json").exists() and (tmp_path / "timeline.png").exists()
+    assert "reproduced: civil_violence, 3 steps, seed 7" in result.stdout
+    for body in blocks("bash", "exit 2"):
+        result = run(shlex.split(body.strip()), tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "valid values: integers >= 0" in result.stderr
+
+
+def test_the_downstream_test_file_fails_and_reproduces_as_shown(tmp_path: Path) -> None:
+    (tmp_path / "test_election.py").write_text(blocks("python", "test_election.py")[0])
+    (command,) = blocks("bash", "pytest")
+    argv = [sys.executable, "-m", *shlex.split(command.strip()), "-p", "no:cacheprovider"]
+    result = run(argv, tmp_path)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    shown = README.read_text(encoding="utf-8")
+    for line in (
+        "2 fault(s) injected in this test:",
+        "  rate_limit at agent=5 step=2 call=0 (provider)",
+        "  timeout at agent=4 step=2 call=0 (provider)",
+        "  pytest 'test_election.py::test_everyone_always_votes[threading]' "
+        "--mesa-llm-faults=0.1 --mesa-llm-seed=7",
+        "8 fault(s) injected in 4 of 6 test(s): rate_limit=2, timeout=4, malformed_json=2",
+        "E           AssertionError: StepReport('step', threading): 5 agents, 3 ok, 2 failed",
+    ):
+        assert line in out, line
+        assert line in shown, line  # the README shows the real output
+    assert re.search(r"= 2 failed, 4 passed in ", out)
+    # The repro line reruns that test alone, with the same faults and the same failure.
+    repro = next(
+        line.strip() for line in out.splitlines() if line.strip().startswith("pytest 'test_")
+    )
+    again = run([sys.executable, "-m", *shlex.split(repro), "-p", "no:cacheprovider"], tmp_path)
+    assert "1 failed" in again.stdout
+    assert "  timeout at agent=4 step=2 call=0 (provider)" in again.stdout
