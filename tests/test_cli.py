@@ -432,7 +432,7 @@ def test_a_trace_with_a_relative_scenario_path_replays_from_elsewhere(tmp_path: 
     project = tmp_path / "project"
     project.mkdir()
     (project / "my_model.py").write_text(
-        "from scenarios.negotiation import NegotiationModel\n\n"
+        "from mesa_llm_testing.scenarios.negotiation import NegotiationModel\n\n"
         "class MyNegotiation(NegotiationModel):\n    scenario_name = 'mine'\n"
     )
     run = run_script("run", "my_model.py", "--trace", "run.json", "--faults", "0.3", *SMALL,
