@@ -44,7 +44,7 @@ from mesa_llm_testing._cli_args import (
 from mesa_llm_testing._serve_cli import add_serve_parser, cmd_serve
 
 if TYPE_CHECKING:
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._runner import RunTrace
     from mesa_llm_testing._timeline import StepWindow
@@ -300,7 +300,7 @@ def run_one(
     """Run ``scenario`` in one mode on a fresh timed fake LLM, with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._runner import run_scenario
     from mesa_llm_testing._timeline import StepWindow
 
@@ -514,7 +514,7 @@ def _load_litellm() -> None:
     0.4 s); one throwaway call to a separate fake LLM does that before the runs.
     """
     from mesa_llm._litellm import import_litellm
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
 
     litellm = import_litellm()
     with FakeLLM(return_value="ready").activate():
