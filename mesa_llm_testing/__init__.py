@@ -11,32 +11,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
-    from mesa_llm_testing._fake import FakeCall, FakeLLM, FakeRequest, SideEffectExhaustedError
+    from mesa_llm_testing._calls import FakeCall, FakeRequest
+    from mesa_llm_testing._discovery import resolve_scenario
+    from mesa_llm_testing._fake import SideEffectExhaustedError
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
     from mesa_llm_testing._responses import FakeReply
-    from mesa_llm_testing._runner import (
-        CallTrace,
-        RunTrace,
-        ScenarioRun,
-        StepTrace,
-        resolve_scenario,
-        run_scenario,
-    )
+    from mesa_llm_testing._runner import ScenarioRun, run_scenario
+    from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
 
 _LAZY: dict[str, str] = {
-    "FakeCall": "mesa_llm_testing._fake",
-    "FakeLLM": "mesa_llm_testing._fake",
+    "FakeCall": "mesa_llm_testing._calls",
+    "FakeLLM": "mesa_llm_testing._fakellm",
     "FakeReply": "mesa_llm_testing._responses",
-    "FakeRequest": "mesa_llm_testing._fake",
+    "FakeRequest": "mesa_llm_testing._calls",
     "SideEffectExhaustedError": "mesa_llm_testing._fake",
     "FaultKind": "mesa_llm_testing._faults",
     "FaultPlan": "mesa_llm_testing._faults",
     "InjectedFault": "mesa_llm_testing._faults",
-    "CallTrace": "mesa_llm_testing._runner",
-    "RunTrace": "mesa_llm_testing._runner",
+    "CallTrace": "mesa_llm_testing._trace",
+    "RunTrace": "mesa_llm_testing._trace",
     "ScenarioRun": "mesa_llm_testing._runner",
-    "StepTrace": "mesa_llm_testing._runner",
-    "resolve_scenario": "mesa_llm_testing._runner",
+    "StepTrace": "mesa_llm_testing._trace",
+    "resolve_scenario": "mesa_llm_testing._discovery",
     "run_scenario": "mesa_llm_testing._runner",
 }
 _SUBMODULES = {"checks", "strategies"}

@@ -1,4 +1,7 @@
-"""Find scenarios by name: the ``mesa_llm_testing.scenarios`` entry-point group.
+"""Find scenarios: by name (the ``mesa_llm_testing.scenarios`` entry points) or by spec.
+
+:func:`resolve_scenario` turns any scenario spec into a model factory: a
+registered name, ``module:attr`` or ``path.py[:attr]``.
 
 Every installed distribution may register Mesa model factories under this group,
 so ``mesa-llm-testing run NAME`` and ``list`` find them without touching this
@@ -16,11 +19,17 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from mesa import Model
 
 __all__ = [
     "BUILTIN_MODULE",
@@ -30,6 +39,7 @@ __all__ = [
     "builtin_names",
     "load_scenario",
     "registered_scenarios",
+    "resolve_scenario",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,3 +138,82 @@ def _builtins_without_metadata() -> dict[str, RegisteredScenario]:
         )
         for name, factory in package.REGISTRY.items()
     }
+
+
+# --------------------------------------------------------------------------- any scenario spec
+
+
+def resolve_scenario(spec: str) -> Callable[..., Model]:
+    """The model factory named by ``spec``: a scenario name, ``module:attr`` or ``path.py[:attr]``.
+
+    Names are the ``mesa_llm_testing.scenarios`` entry points (the built-ins and any
+    installed package's). A file without ``:attr`` must define exactly one Mesa
+    ``Model`` subclass.
+    """
+    registry = registered_scenarios()
+    if spec in registry:
+        return load_scenario(spec)
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not attr.replace(".", "_").isidentifier():
+        target, attr = spec, ""
+    if target.endswith(".py") or Path(target).is_file():
+        module = _load_file(Path(target))
+    elif attr:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ValueError(
+                f"mesa_llm_testing: cannot import {target!r} for scenario {spec!r}: {exc}"
+            ) from None
+    else:
+        raise ValueError(
+            f"mesa_llm_testing: unknown scenario {spec!r}; use a registered name "
+            f"({', '.join(registry)}), 'module:factory' or 'path/to/file.py[:factory]'"
+        )
+    if attr:
+        found: Any = module
+        for part in attr.split("."):
+            if not hasattr(found, part):
+                raise ValueError(
+                    f"mesa_llm_testing: {module.__name__!r} has no attribute {attr!r} "
+                    f"(scenario {spec!r})"
+                )
+            found = getattr(found, part)
+        if not callable(found):
+            raise ValueError(f"mesa_llm_testing: scenario {spec!r} is not callable")
+        return found  # type: ignore[no-any-return]
+    return _single_model_class(module, spec)
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ValueError(f"mesa_llm_testing: scenario file {str(path)!r} does not exist")
+    from mesa_llm_testing._recording import digest
+
+    name = "mesa_llm_scenario_" + digest(str(path.resolve()))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"mesa_llm_testing: cannot load scenario file {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _single_model_class(module: Any, spec: str) -> Callable[..., Model]:
+    from mesa import Model
+
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Model) and obj.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        names = ", ".join(sorted(c.__name__ for c in classes)) or "none"
+        raise ValueError(
+            f"mesa_llm_testing: scenario file {spec!r} defines {len(classes)} Mesa Model "
+            f"classes ({names}); name one as '{spec}:ClassName'"
+        )
+    return classes[0]

@@ -1,28 +1,26 @@
-"""``FakeLLM``: a deterministic LLM in ``unittest.mock`` vocabulary, with call records and faults.
+"""The fake LLM's core: what a call answers (a fault, ``side_effect``, ``return_value``, a reply).
 
-One behaviour, three ways in: :meth:`FakeLLM.complete` (direct, in-process), the
-litellm custom provider ``mesa-fake/...`` (:meth:`FakeLLM.activate`), and an
-OpenAI-compatible HTTP server on a loopback socket (:meth:`FakeLLM.http`). Importing
-this module imports neither litellm nor the HTTP server.
+:class:`FakeCore` knows no way in. The transports import it and feed it requests:
+the litellm custom provider (``_provider``) and the OpenAI-compatible HTTP server
+(``_http``, ``_server``). The public ``FakeLLM`` (``_fakellm``) is this core with
+its ways in, and the one module that imports both. Importing this module imports
+neither litellm nor the HTTP server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from unittest.mock import DEFAULT
 
+from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
-    RequestShape,
     Rng,
     empty_reply,
     generate_reply,
@@ -33,13 +31,11 @@ if TYPE_CHECKING:
     from mesa import Agent
 
 __all__ = [
+    "ACTIVE_HTTP_BASES",
     "DEFAULT",
-    "CallList",
-    "FakeCall",
-    "FakeLLM",
-    "FakeReply",
-    "FakeRequest",
-    "FakeToolCall",
+    "ERROR_KINDS",
+    "PASSTHROUGH_MARK",
+    "FakeCore",
     "SideEffectExhaustedError",
 ]
 
@@ -63,137 +59,6 @@ ACTIVE_HTTP_BASES: Final[set[str]] = set()
 
 class SideEffectExhaustedError(RuntimeError):
     """``FakeLLM.side_effect`` was an iterable and every item has been used."""
-
-
-@dataclass(frozen=True, slots=True)
-class FakeRequest:
-    """One request to the fake: what was asked, by whom (agent unique_id, step), which call."""
-
-    model: str
-    messages: list[Any]
-    tools: list[Any] | None
-    tool_choice: Any
-    response_format: Any
-    params: dict[str, Any]
-    agent: Any
-    step: int | None
-    call: int
-    layer: str  # "direct" | "provider" | "http"
-    agent_object: Any = field(default=None, repr=False, compare=False)
-    started: float = field(default=0.0, repr=False, compare=False)  # time.perf_counter()
-
-    @property
-    def prompt(self) -> str | None:
-        """The text of the last user message, if any."""
-        for message in reversed(self.messages):
-            role = (
-                message.get("role")
-                if isinstance(message, Mapping)
-                else getattr(message, "role", None)
-            )
-            if role == "user":
-                content = (
-                    message.get("content")
-                    if isinstance(message, Mapping)
-                    else getattr(message, "content", None)
-                )
-                if isinstance(content, list):  # content parts
-                    return " ".join(
-                        str(p.get("text", "")) for p in content if isinstance(p, Mapping)
-                    )
-                return None if content is None else str(content)
-        return None
-
-    @property
-    def shape(self) -> RequestShape:
-        """Which tools and output format the request asks for."""
-        return RequestShape.of(self.messages, self.tools, self.tool_choice, self.response_format)
-
-
-@dataclass(frozen=True, slots=True)
-class FakeCall:
-    """The record of one call: the request, and the reply or exception it ended in."""
-
-    request: FakeRequest
-    response: FakeReply | None
-    exception: BaseException | None
-    fault: FaultKind | None
-    status_code: int | None  # HTTP status sent (200 for replies); None for transport errors
-    ended: float = field(default=0.0, repr=False, compare=False)  # time.perf_counter()
-
-    @property
-    def agent(self) -> Any:
-        """The calling agent's unique_id (None outside any agent's step)."""
-        return self.request.agent
-
-    @property
-    def step(self) -> int | None:
-        """The model step (``agent.model.steps``) of the call."""
-        return self.request.step
-
-    @property
-    def call(self) -> int:
-        """The call's index among its agent's calls in that step."""
-        return self.request.call
-
-    @property
-    def model(self) -> str:
-        """The model string the caller asked for."""
-        return self.request.model
-
-    @property
-    def messages(self) -> list[Any]:
-        """The messages sent."""
-        return self.request.messages
-
-    @property
-    def tools(self) -> list[Any] | None:
-        """The tools offered, if any."""
-        return self.request.tools
-
-    @property
-    def layer(self) -> str:
-        """``"direct"``, ``"provider"`` or ``"http"``."""
-        return self.request.layer
-
-
-#: How many call records a FakeLLM keeps by default (``FakeLLM(keep_calls=...)``).
-DEFAULT_KEEP_CALLS: Final = 10_000
-
-
-class CallList(list[FakeCall]):
-    """The calls made to a fake, oldest first; ``.last`` is the newest.
-
-    Holds at most ``keep`` records (None: all): the oldest are dropped first, so a
-    long run's memory stays flat. :attr:`total` counts every call ever recorded.
-    """
-
-    def __init__(self, keep: int | None = DEFAULT_KEEP_CALLS) -> None:
-        super().__init__()
-        self.keep = keep
-        self.total = 0
-        self._append_lock = threading.Lock()
-
-    def append(self, call: FakeCall) -> None:
-        """Record ``call``, dropping the oldest record beyond ``keep``; thread-safe."""
-        with self._append_lock:
-            super().append(call)
-            self.total += 1
-            if self.keep is not None and len(self) > self.keep:
-                del self[0]
-
-    def clear(self) -> None:
-        """Forget every record and restart :attr:`total`."""
-        with self._append_lock:
-            super().clear()
-            self.total = 0
-
-    @property
-    def last(self) -> FakeCall:
-        """The most recent call; IndexError if there was none."""
-        if not self:
-            raise IndexError("mesa_llm_testing: FakeLLM has not been called yet")
-        return self[-1]
 
 
 class _ItemIterator:
@@ -270,27 +135,13 @@ def _coerce(spec: Any, where: str) -> FakeReply:
     )
 
 
-class FakeLLM:
-    """A deterministic fake LLM with ``unittest.mock`` vocabulary.
+class FakeCore:
+    """What a fake LLM answers and what it records, for any way in (see ``FakeLLM``).
 
-    What a call answers, in order: a fault from ``faults`` (the plan decides per
-    agent, step and call index); else ``side_effect`` (an exception to raise, a
-    callable of the :class:`FakeRequest`, or an iterable consumed one item per
-    call); else ``return_value`` (text, a dict or list as JSON content, a
-    ``ModelResponse``, or a helper reply); else a seeded reply that is a pure
-    function of ``(seed, agent, step, call index)``: a tool call to one of the
-    request's tools with arguments generated from its JSON schema (text once the
-    last message is a tool result), JSON matching a requested schema, or a short
-    sentence. A ``side_effect`` callable may return ``unittest.mock.DEFAULT`` to
-    fall through to ``return_value`` / the generator. Error faults do not consume
-    ``side_effect`` items.
-
-    ``latency`` (seconds) is waited before every answer (asyncio paths do not block
-    the loop). The last ``keep_calls`` calls (default 10,000; None: all) are
-    recorded in :attr:`calls`, so memory stays flat over long runs; :attr:`call_count`
-    counts them all. The fault plan's call index counts each agent's calls per step
-    of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
-    :meth:`activate` is active are recorded in :attr:`retry_sleeps` instead of slept.
+    A transport makes the request of a call (:meth:`make_request`), then either
+    lets the core answer it (:meth:`answer`: a reply, or the exception of an error
+    fault from :meth:`fault_error`) or decides and shapes the answer itself
+    (:meth:`decide_fault`, :meth:`content_reply`, :meth:`record`), as HTTP does.
     """
 
     def __init__(
@@ -331,7 +182,8 @@ class FakeLLM:
         self.retry_sleeps: list[float] = []
 
     def __repr__(self) -> str:
-        return f"<FakeLLM seed={self.seed} calls={len(self.calls)} faults={self.faults!r}>"
+        name = type(self).__name__
+        return f"<{name} seed={self.seed} calls={len(self.calls)} faults={self.faults!r}>"
 
     # ------------------------------------------------------------------ mock vocabulary
 
@@ -408,66 +260,6 @@ class FakeLLM:
         """A reply whose content is ``obj`` as JSON (a dict, list, or pydantic model)."""
         return _coerce(obj, "json_reply(obj)")
 
-    # ------------------------------------------------------------------ direct calls
-
-    def complete(
-        self,
-        messages: Sequence[Any] | None = None,
-        *,
-        prompt: str | None = None,
-        model: str = "mesa-fake/direct",
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        **params: Any,
-    ) -> FakeReply:
-        """Answer in-process (no litellm); error faults raise the provider's litellm exceptions."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if self.latency:
-            time.sleep(self.latency)
-        return self.answer(request)
-
-    async def acomplete(
-        self,
-        messages: Sequence[Any] | None = None,
-        *,
-        prompt: str | None = None,
-        model: str = "mesa-fake/direct",
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        **params: Any,
-    ) -> FakeReply:
-        """Async :meth:`complete`; ``latency`` is awaited, not slept."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        return self.answer(request)
-
-    def _direct_request(
-        self,
-        messages: Sequence[Any] | None,
-        prompt: str | None,
-        model: str,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        response_format: Any,
-        params: dict[str, Any],
-    ) -> FakeRequest:
-        return self.make_request(
-            model,
-            _messages(messages, prompt),
-            tools,
-            tool_choice,
-            response_format,
-            params,
-            "direct",
-        )
-
     # ------------------------------------------------------------------ the core (every layer)
 
     def make_request(
@@ -487,7 +279,8 @@ class FakeLLM:
         else:
             uid = getattr(agent, "unique_id", None)
             step = getattr(getattr(agent, "model", None), "steps", None)
-        run = None if agent is None else getattr(agent, "model", None)  # the model run (over HTTP: _callers.RemoteModel)
+        # The model run (over HTTP: a _callers.RemoteModel).
+        run = None if agent is None else getattr(agent, "model", None)
         call = self.faults.next_call(agent=uid, step=step, model=run)
         return FakeRequest(
             model,
@@ -559,9 +352,7 @@ class FakeLLM:
         """Answer ``request`` at the direct/provider layer: raise a litellm error or reply."""
         fault = self.decide_fault(request)
         if fault in ERROR_KINDS:
-            from mesa_llm_testing._provider import fault_exception
-
-            exc = fault_exception(self, request, fault)
+            exc = self.fault_error(request, fault)
             self.record(request, None, exc, fault, getattr(exc, "status_code", None))
             raise exc
         try:
@@ -574,6 +365,17 @@ class FakeLLM:
             raise
         self.record(request, reply, None, fault, 200)
         return reply
+
+    def fault_error(self, request: FakeRequest, kind: FaultKind) -> Exception:
+        """The exception :meth:`answer` raises for an error fault of ``kind``.
+
+        The core knows no client library; ``FakeLLM`` answers with the exceptions a
+        real litellm provider raises (``_provider.fault_exception``).
+        """
+        raise NotImplementedError(
+            f"mesa_llm_testing: {type(self).__name__} cannot raise a {kind.value} fault: "
+            f"override fault_error(), or use FakeLLM"
+        )
 
     def record(
         self,
@@ -591,48 +393,6 @@ class FakeLLM:
     def record_sleep(self, seconds: float) -> None:
         """The retry sleep installed by :meth:`activate`: record the delay, do not wait."""
         self.retry_sleeps.append(float(seconds))
-
-    # ------------------------------------------------------------------ ways in
-
-    def activate(self, *, intercept_all: bool = True) -> AbstractContextManager[FakeLLM]:
-        """Answer litellm calls with this fake while the ``with`` block runs.
-
-        Registers the litellm custom provider ``mesa-fake`` (so ``model="mesa-fake/any"``
-        works); with ``intercept_all`` every ``litellm.completion`` / ``acompletion``
-        in the process, whatever the model string, is rerouted to it, so nothing
-        leaves the machine. Also skips ModuleLLM's API-key check and records retry
-        delays in :attr:`retry_sleeps` instead of sleeping. Nestable and thread-safe;
-        everything is restored on exit.
-        """
-        from mesa_llm_testing._provider import activate
-
-        return activate(self, intercept_all=intercept_all)
-
-    def http(
-        self, *, host: str = "127.0.0.1", port: int = 0, stall: float = 60.0
-    ) -> AbstractContextManager[str]:
-        """Serve this fake as an OpenAI-compatible endpoint on a real socket; yield its api_base.
-
-        An ``aiohttp`` server on ``host:port`` (default 127.0.0.1, a free port), run by a
-        background thread with its own event loop; the block yields
-        ``http://127.0.0.1:PORT/v1`` and stops the server on exit (bounded). Every client
-        reaches it: litellm, the OpenAI SDK, httpx, urllib, other processes. Faults are
-        real HTTP; a TIMEOUT stalls ``stall`` seconds (or until the client hangs up), so
-        give clients a shorter timeout. Callers are identified by their ``X-Mesa-LLM-*``
-        headers (see ``mesa_llm_testing._callers``).
-        """
-        from mesa_llm_testing._server import serve  # the core never imports its transports
-
-        return serve(self, host=host, port=port, stall=stall)
-
-
-def _messages(messages: Sequence[Any] | None, prompt: str | None) -> list[Any]:
-    result = list(messages or ())
-    if prompt is not None:
-        result.append({"role": "user", "content": prompt})
-    if not result:
-        raise ValueError("mesa_llm_testing: FakeLLM.complete() needs messages=[...] or prompt=...")
-    return result
 
 
 def _marked(effect: BaseException | type[BaseException]) -> BaseException:

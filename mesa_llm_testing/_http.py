@@ -28,7 +28,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from mesa_llm_testing._callers import RemoteRuns
-from mesa_llm_testing._fake import ERROR_KINDS, FakeLLM, FakeRequest
+from mesa_llm_testing._calls import FakeRequest
+from mesa_llm_testing._fake import ERROR_KINDS, FakeCore
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import SERVER_ERRORS, FakeReply, rate_limit_error
 from mesa_llm_testing._responses import rate_limit_headers as _rate_limit_headers
@@ -47,14 +48,14 @@ _POLL: Final = 0.02
 _REQUEST_KEYS: Final = frozenset(
     {"model", "messages", "tools", "tool_choice", "response_format", "stream", "stream_options"}
 )
-_FAKE: web.AppKey[FakeLLM] = web.AppKey("fake", FakeLLM)
+_FAKE: web.AppKey[FakeCore] = web.AppKey("fake", FakeCore)
 _STATS: web.AppKey[ServerStats] = web.AppKey("stats", ServerStats)
 _OPTIONS: web.AppKey[dict[str, Any]] = web.AppKey("options", dict)
 _RUNS: web.AppKey[RemoteRuns] = web.AppKey("runs", RemoteRuns)
 
 
 def build_app(
-    fake: FakeLLM,
+    fake: FakeCore,
     *,
     admin_token: str | None = None,
     stall: float = DEFAULT_STALL,
@@ -152,7 +153,7 @@ async def _chat_completions(http: web.Request) -> web.StreamResponse:
 
 
 async def _reply(
-    http: web.Request, fake: FakeLLM, request: FakeRequest, fault: FaultKind | None, stream: bool
+    http: web.Request, fake: FakeCore, request: FakeRequest, fault: FaultKind | None, stream: bool
 ) -> web.StreamResponse:
     try:
         reply = fake.content_reply(request, fault)
@@ -199,12 +200,12 @@ def _chunks(reply: FakeReply, body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _request_id(fake: FakeLLM, request: FakeRequest) -> str:
+def _request_id(fake: FakeCore, request: FakeRequest) -> str:
     return "req_" + fake.rng(request, "request-id").hex(24)
 
 
 async def _fault(
-    http: web.Request, fake: FakeLLM, request: FakeRequest, fault: FaultKind
+    http: web.Request, fake: FakeCore, request: FakeRequest, fault: FaultKind
 ) -> web.StreamResponse:
     request_id = _request_id(fake, request)
     if fault is FaultKind.RATE_LIMIT:

@@ -1,15 +1,49 @@
-"""Fault plans on the command line: read ``--faults`` JSON; write the arguments replaying a plan."""
+"""Fault plans as settings (what a trace keeps), as ``--faults`` JSON, and as replay arguments."""
 
 from __future__ import annotations
 
 import json
 import shlex
 from collections.abc import Mapping
+from typing import Any
 
-from mesa_llm_testing._faults import FaultKind, FaultPlan
-from mesa_llm_testing._runner import plan_from_settings, plan_settings
+from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 
-__all__ = ["plan_from_json", "plan_to_cli", "replay_command"]
+__all__ = [
+    "plan_from_json",
+    "plan_from_settings",
+    "plan_settings",
+    "plan_to_cli",
+    "replay_command",
+]
+
+
+def plan_settings(plan: FaultPlan) -> dict[str, Any] | None:
+    """The settings that make ``plan`` inject the same faults again; None if it never faults."""
+    scripted = sorted(plan.scripted, key=InjectedFault.sort_key)
+    if plan.rate == 0.0 and not scripted:
+        return None
+    return {
+        "rate": plan.rate,
+        "kinds": [k.value for k in plan.kinds],
+        "seed": plan.seed,
+        "test_id": plan.test_id,
+        "scripted": [f.to_dict() for f in scripted],
+    }
+
+
+def plan_from_settings(settings: Mapping[str, Any]) -> FaultPlan:
+    """A fresh plan from :func:`plan_settings` output."""
+    plan = FaultPlan(
+        settings.get("rate", 0.0),
+        kinds=settings.get("kinds"),
+        seed=settings.get("seed", 0),
+        test_id=settings.get("test_id", ""),
+    )
+    for record in settings.get("scripted", ()):
+        fault = InjectedFault.from_dict(record)
+        plan.at(agent=fault.agent, step=fault.step, call=fault.call, kind=fault.kind)
+    return plan
 
 
 def plan_from_json(text: str) -> FaultPlan:

@@ -32,7 +32,8 @@ import httpx
 
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
-from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeLLM, FakeRequest
+from mesa_llm_testing._calls import FakeRequest
+from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeCore
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import (
     SERVER_ERRORS,
@@ -70,7 +71,7 @@ _asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # --------------------------------------------------------------------------- faults as errors
 
 
-def fault_exception(fake: FakeLLM, request: FakeRequest, kind: FaultKind) -> Exception:
+def fault_exception(fake: FakeCore, request: FakeRequest, kind: FaultKind) -> Exception:
     """The litellm exception a real provider failure of ``kind`` arrives as."""
     model = request.model
     http_request = httpx.Request("POST", ENDPOINT)
@@ -163,7 +164,7 @@ class MesaFakeProvider(CustomLLM):
             yield chunk
 
 
-def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeLLM, FakeRequest]:
+def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeCore, FakeRequest]:
     fake = _innermost()
     if fake is None:
         exc = RuntimeError(
@@ -187,7 +188,7 @@ def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeLLM,
     return fake, request
 
 
-def _model_response(fake: FakeLLM, request: FakeRequest, reply: FakeReply, model: str) -> Any:
+def _model_response(fake: FakeCore, request: FakeRequest, reply: FakeReply, model: str) -> Any:
     response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
     # Called through the wrapper, usage is attached after litellm's post-processing: with
     # usage, litellm searches its cost map for the (unknown) model to explain a $0 cost,
@@ -261,7 +262,7 @@ def _chunks(reply: FakeReply) -> list[GenericStreamingChunk]:
 
 @dataclass(eq=False)
 class _Activation:
-    fake: FakeLLM
+    fake: FakeCore
     intercept_all: bool
 
 
@@ -281,13 +282,13 @@ def _innermost_activation() -> _Activation | None:
         return None
 
 
-def _innermost() -> FakeLLM | None:
+def _innermost() -> FakeCore | None:
     entry = _innermost_activation()
     return None if entry is None else entry.fake
 
 
 @contextmanager
-def activate(fake: FakeLLM, *, intercept_all: bool = True) -> Iterator[FakeLLM]:
+def activate(fake: FakeCore, *, intercept_all: bool = True) -> Iterator[FakeCore]:
     """Context manager behind :meth:`FakeLLM.activate`."""
     from mesa_llm.module_llm import override_retry_sleep, skip_api_key_check
 

@@ -92,7 +92,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """``serve``: print the base URL, serve until SIGINT/SIGTERM, return 0."""
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._http import build_app
     from mesa_llm_testing._server import BackgroundServer

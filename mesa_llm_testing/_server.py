@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, FakeLLM
+from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, FakeCore
 from mesa_llm_testing._http import DEFAULT_STALL, build_app
 
 __all__ = ["BackgroundServer", "serve"]
@@ -117,7 +117,7 @@ class BackgroundServer:
 
 @contextmanager
 def serve(
-    fake: FakeLLM,
+    fake: FakeCore,
     *,
     host: str = "127.0.0.1",
     port: int = 0,

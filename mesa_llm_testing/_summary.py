@@ -17,7 +17,7 @@ from mesa_llm_testing._faults import FaultKind
 
 if TYPE_CHECKING:
     from mesa_llm_testing._faults import FaultPlan
-    from mesa_llm_testing._runner import RunTrace, StepTrace
+    from mesa_llm_testing._trace import RunTrace, StepTrace
 
 __all__ = [
     "FAULT_OUTCOMES",

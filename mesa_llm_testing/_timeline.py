@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesa_llm_testing._fake import ERROR_KINDS, FakeCall
+from mesa_llm_testing._calls import FakeCall
+from mesa_llm_testing._fake import ERROR_KINDS
 from mesa_llm_testing._faults import FaultKind
 
 __all__ = ["CallSpan", "PlotUnavailableError", "StepWindow", "call_spans", "draw_timeline"]

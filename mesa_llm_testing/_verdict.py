@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TextIO
 
 if TYPE_CHECKING:
-    from mesa_llm_testing._runner import RunTrace
+    from mesa_llm_testing._trace import RunTrace
 
 __all__ = ["CHECKS", "CheckResult", "check_runs", "print_verdict"]
 

@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from mesa_llm_testing._faults import FaultKind, FaultPlan
-from mesa_llm_testing._runner import (
+from mesa_llm_testing._plans import plan_from_settings, plan_settings
+from mesa_llm_testing._runner import run_scenario
+from mesa_llm_testing._trace import (
     RunTrace,
     StepTrace,
     _labels,
     _outcome,
     _sequence_difference,
-    plan_from_settings,
-    plan_settings,
-    run_scenario,
 )
 
 __all__ = [

@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 if TYPE_CHECKING:
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._pytest_support import SessionFaults
 
@@ -92,7 +92,7 @@ def fake_llm(llm_faults: FaultPlan, mesa_llm_seed: int) -> Iterator[FakeLLM]:
     ``NetworkBlockedError`` naming the host. Set ``return_value`` or ``side_effect``
     to script replies; ``calls`` records every request.
     """
-    from mesa_llm_testing._fake import FakeLLM
+    from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._network_guard import block_network
 
     fake = FakeLLM(seed=mesa_llm_seed, faults=llm_faults)

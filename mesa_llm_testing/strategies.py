@@ -40,8 +40,8 @@ from mesa_llm_testing._responses import (
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-    from mesa_llm_testing._fake import FakeLLM
-    from mesa_llm_testing._runner import RunTrace
+    from mesa_llm_testing._fakellm import FakeLLM
+    from mesa_llm_testing._trace import RunTrace
 
 __all__ = [
     "MALFORMED_OUTPUTS",

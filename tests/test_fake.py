@@ -18,8 +18,13 @@ import pydantic
 import pytest
 
 from mesa_llm.parallel_stepping import acting_as, step_agents_parallel_sync
-from mesa_llm_testing import FakeLLM, FaultKind, FaultPlan
-from mesa_llm_testing._fake import FakeRequest, SideEffectExhaustedError
+from mesa_llm_testing import (
+    FakeLLM,
+    FakeRequest,
+    FaultKind,
+    FaultPlan,
+    SideEffectExhaustedError,
+)
 
 MOVE: dict[str, Any] = {
     "type": "function",

@@ -33,9 +33,8 @@ from mesa_llm.parallel_stepping import (
     disable_automatic_parallel_stepping,
     enable_automatic_parallel_stepping,
 )
-from mesa_llm_testing import FaultKind, FaultPlan, RunTrace
+from mesa_llm_testing import FaultKind, FaultPlan, RunTrace, ScenarioRun
 from mesa_llm_testing import strategies as mst
-from mesa_llm_testing._runner import ScenarioRun
 from mesa_llm_testing.checks import check_isolation, check_ordering, check_reproducible
 from mesa_llm_testing.cli import main
 

@@ -15,15 +15,18 @@ from mesa_llm.llm_agent import LLMAgent
 from mesa_llm.module_llm import RetryPolicy
 from mesa_llm.reasoning import ReActReasoning
 from mesa_llm.tools import ToolManager, tool
-from mesa_llm_testing import FakeLLM, FaultPlan, RunTrace, run_scenario
-from mesa_llm_testing._runner import (
-    MODES,
+from mesa_llm_testing import (
     CallTrace,
+    FakeLLM,
+    FaultPlan,
+    RunTrace,
     ScenarioRun,
     StepTrace,
     resolve_scenario,
-    state_digest,
+    run_scenario,
 )
+from mesa_llm_testing._recording import state_digest
+from mesa_llm_testing._runner import MODES
 from mesa_llm_testing.scenarios import (
     REGISTRY,
     CivilViolenceModel,

@@ -250,7 +250,7 @@ def test_scenarios_respect_their_bounds(case: mst.ScenarioCase) -> None:
 def test_a_case_command_parses_back_to_the_case(case: mst.ScenarioCase) -> None:
     import shlex
 
-    from mesa_llm_testing._runner import plan_settings
+    from mesa_llm_testing._plans import plan_settings
     from mesa_llm_testing.cli import build_parser, parse_faults
 
     argv = shlex.split(case.command("threading"))

@@ -1,0 +1,177 @@
+"""The ``mesa-llm-testing`` argument parser: commands, options, and the exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Final, NoReturn
+
+from mesa_llm_testing._cli_args import non_negative_seed
+from mesa_llm_testing._serve_cli import add_serve_parser
+
+__all__ = [
+    "ALL_MODES",
+    "EXIT_CHECK_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MODES",
+    "PROG",
+    "TIMELINE_LATENCY",
+    "build_parser",
+]
+
+PROG: Final = "mesa-llm-testing"
+MODES: Final = ("asyncio", "threading", "sequential", "all")
+#: The order ``--mode all`` runs in: the sequential run is the reference.
+ALL_MODES: Final = ("sequential", "asyncio", "threading")
+EXIT_OK: Final = 0
+EXIT_CHECK_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+#: Simulated LLM latency when ``--timeline`` is given without ``--latency``: wide enough bars.
+TIMELINE_LATENCY: Final = 0.004
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; valid values: whole numbers >= 1"
+        )
+    return value
+
+
+def _latency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; valid values: numbers of seconds >= 0"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors that name the option and list the valid values."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mesa-llm-testing`` argument parser."""
+    parser = _Parser(
+        prog=PROG,
+        description="Run Mesa-LLM scenarios offline on a deterministic fake LLM, under injected "
+        "faults, and check isolation, ordering and reproducibility.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="{run,replay,list,serve}", required=True
+    )
+
+    run = commands.add_parser(
+        "run",
+        help="run a scenario and print a summary (exit 1 if a check fails)",
+        description="Run a scenario on the fake LLM and print a summary; with --mode all, "
+        "check that sequential, asyncio and threading runs give identical traces.",
+    )
+    run.add_argument(
+        "scenario",
+        nargs="?",
+        metavar="SCENARIO",
+        help="a built-in scenario (see 'list'), a path to a .py file (file.py[:factory]), or "
+        "module:factory; default: the default built-in scenario",
+    )
+    run.add_argument(
+        "--agents", type=_positive_int, metavar="N", help="number of agents "
+        "(default: the scenario's own)"
+    )  # fmt: skip
+    run.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=5,
+        metavar="S",
+        help="model steps (default 5)",
+    )
+    run.add_argument(
+        "--faults",
+        default="0",
+        metavar="R",
+        help="fault rate from 0 to 1 (0.1: one call in ten faults), or a FaultPlan JSON "
+        "(inline, or a path to a .json file) (default 0)",
+    )
+    run.add_argument(
+        "--kinds",
+        metavar="K,...",
+        help="fault kinds to inject, comma-separated (default: all): rate_limit, timeout, "
+        "malformed_json, server_error, connection_error, empty_response",
+    )
+    run.add_argument(
+        "--seed",
+        type=non_negative_seed,
+        default=0,
+        metavar="N",
+        help="seed, an integer >= 0 (default 0)",
+    )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        default="asyncio",
+        help="stepping mode; 'all' runs sequential, asyncio and threading and compares the "
+        "traces (default asyncio)",
+    )
+    run.add_argument("--trace", metavar="PATH", help="write the run's trace (JSON) to PATH")
+    run.add_argument(
+        "--timeline",
+        metavar="PATH",
+        help="draw one step (PNG or SVG): a row per agent, a bar per LLM call, faults and "
+        "retries marked (needs the 'plot' extra)",
+    )
+    run.add_argument(
+        "--timeline-step",
+        type=_positive_int,
+        metavar="N",
+        help="the step to draw (default: the step with the most faults)",
+    )
+    run.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="SECONDS",
+        help="simulated LLM latency per call (default 0; "
+        f"{TIMELINE_LATENCY * 1e3:g} ms with --timeline)",
+    )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar"
+    )  # fmt: skip
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="show the library's logs (agent failures)"
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="re-run a recorded trace and report whether it reproduces (exit 1 if not)",
+        description="Re-run the scenario, seed, mode and faults recorded in TRACE and compare.",
+    )
+    replay.add_argument("trace", metavar="TRACE", help="a trace written by 'run --trace'")
+    replay.add_argument(
+        "--mode",
+        choices=ALL_MODES,
+        help="replay in another stepping mode (default: the recorded one); the traces must "
+        "still be identical",
+    )
+    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("-v", "--verbose", action="store_true", help="show the library's logs")
+
+    listing = commands.add_parser(
+        "list", help="list the scenarios: the built-ins and those other packages register"
+    )
+    serve = add_serve_parser(commands)
+    for sub in (run, replay, listing, serve):
+        sub.set_defaults(subparser=sub)  # usage errors found later print this one's usage
+    return parser

@@ -1,0 +1,156 @@
+"""``FakeLLM``: a deterministic LLM in ``unittest.mock`` vocabulary, with call records and faults.
+
+One behaviour (the core, :class:`~mesa_llm_testing._fake.FakeCore`), three ways in:
+:meth:`FakeLLM.complete` (direct, in-process), the litellm custom provider
+``mesa-fake/...`` (:meth:`FakeLLM.activate`), and an OpenAI-compatible HTTP server
+on a loopback socket (:meth:`FakeLLM.http`). This module sits above both transports
+and imports them on first use, so importing it imports neither litellm nor the
+HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from mesa_llm_testing._calls import FakeRequest
+from mesa_llm_testing._fake import FakeCore
+from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._responses import FakeReply
+
+__all__ = ["FakeLLM"]
+
+
+class FakeLLM(FakeCore):
+    """A deterministic fake LLM with ``unittest.mock`` vocabulary.
+
+    What a call answers, in order: a fault from ``faults`` (the plan decides per
+    agent, step and call index); else ``side_effect`` (an exception to raise, a
+    callable of the :class:`FakeRequest`, or an iterable consumed one item per
+    call); else ``return_value`` (text, a dict or list as JSON content, a
+    ``ModelResponse``, or a helper reply); else a seeded reply that is a pure
+    function of ``(seed, agent, step, call index)``: a tool call to one of the
+    request's tools with arguments generated from its JSON schema (text once the
+    last message is a tool result), JSON matching a requested schema, or a short
+    sentence. A ``side_effect`` callable may return ``unittest.mock.DEFAULT`` to
+    fall through to ``return_value`` / the generator. Error faults do not consume
+    ``side_effect`` items.
+
+    ``latency`` (seconds) is waited before every answer (asyncio paths do not block
+    the loop). The last ``keep_calls`` calls (default 10,000; None: all) are
+    recorded in :attr:`calls`, so memory stays flat over long runs; :attr:`call_count`
+    counts them all. The fault plan's call index counts each agent's calls per step
+    of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
+    :meth:`activate` is active are recorded in :attr:`retry_sleeps` instead of slept.
+    """
+
+    # ------------------------------------------------------------------ direct calls
+
+    def complete(
+        self,
+        messages: Sequence[Any] | None = None,
+        *,
+        prompt: str | None = None,
+        model: str = "mesa-fake/direct",
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **params: Any,
+    ) -> FakeReply:
+        """Answer in-process (no litellm); error faults raise the provider's litellm exceptions."""
+        request = self._direct_request(
+            messages, prompt, model, tools, tool_choice, response_format, params
+        )
+        if self.latency:
+            time.sleep(self.latency)
+        return self.answer(request)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Any] | None = None,
+        *,
+        prompt: str | None = None,
+        model: str = "mesa-fake/direct",
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **params: Any,
+    ) -> FakeReply:
+        """Async :meth:`complete`; ``latency`` is awaited, not slept."""
+        request = self._direct_request(
+            messages, prompt, model, tools, tool_choice, response_format, params
+        )
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self.answer(request)
+
+    def _direct_request(
+        self,
+        messages: Sequence[Any] | None,
+        prompt: str | None,
+        model: str,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        params: dict[str, Any],
+    ) -> FakeRequest:
+        return self.make_request(
+            model,
+            _messages(messages, prompt),
+            tools,
+            tool_choice,
+            response_format,
+            params,
+            "direct",
+        )
+
+    def fault_error(self, request: FakeRequest, kind: FaultKind) -> Exception:
+        """The litellm exception a provider failure of ``kind`` arrives as (loads litellm)."""
+        from mesa_llm_testing._provider import fault_exception
+
+        return fault_exception(self, request, kind)
+
+    # ------------------------------------------------------------------ ways in
+
+    def activate(self, *, intercept_all: bool = True) -> AbstractContextManager[FakeLLM]:
+        """Answer litellm calls with this fake while the ``with`` block runs.
+
+        Registers the litellm custom provider ``mesa-fake`` (so ``model="mesa-fake/any"``
+        works); with ``intercept_all`` every ``litellm.completion`` / ``acompletion``
+        in the process, whatever the model string, is rerouted to it, so nothing
+        leaves the machine. Also skips ModuleLLM's API-key check and records retry
+        delays in :attr:`retry_sleeps` instead of sleeping. Nestable and thread-safe;
+        everything is restored on exit.
+        """
+        from mesa_llm_testing._provider import activate
+
+        return activate(self, intercept_all=intercept_all)  # type: ignore[return-value]
+
+    def http(
+        self, *, host: str = "127.0.0.1", port: int = 0, stall: float = 60.0
+    ) -> AbstractContextManager[str]:
+        """Serve this fake as an OpenAI-compatible endpoint on a real socket; yield its api_base.
+
+        An ``aiohttp`` server on ``host:port`` (default 127.0.0.1, a free port), run by a
+        background thread with its own event loop; the block yields
+        ``http://127.0.0.1:PORT/v1`` and stops the server on exit (bounded). Every client
+        reaches it: litellm, the OpenAI SDK, httpx, urllib, other processes. Faults are
+        real HTTP; a TIMEOUT stalls ``stall`` seconds (or until the client hangs up), so
+        give clients a shorter timeout. Callers are identified by their ``X-Mesa-LLM-*``
+        headers (see ``mesa_llm_testing._callers``).
+        """
+        from mesa_llm_testing._server import serve
+
+        return serve(self, host=host, port=port, stall=stall)
+
+
+def _messages(messages: Sequence[Any] | None, prompt: str | None) -> list[Any]:
+    result = list(messages or ())
+    if prompt is not None:
+        result.append({"role": "user", "content": prompt})
+    if not result:
+        raise ValueError("mesa_llm_testing: FakeLLM.complete() needs messages=[...] or prompt=...")
+    return result
