@@ -18,6 +18,7 @@ from mesa_llm import AgentMethodMissingError, AgentTimeoutError
 from mesa_llm.parallel_stepping import (
     AgentOutcome,
     StepReport,
+    automatic_stepping_settings,
     current_agent,
     disable_automatic_parallel_stepping,
     enable_automatic_parallel_stepping,
@@ -571,6 +572,36 @@ def test_enable_is_idempotent_and_disable_restores_exact_originals() -> None:
     disable_automatic_parallel_stepping()
     assert all(cls.__dict__["shuffle_do"] is originals[cls] for cls in patched_types)
     assert not hasattr(mesa.agent.AgentSet, "do_async")
+
+
+def test_automatic_stepping_settings_reports_the_enabled_mode_and_restores_it() -> None:
+    assert automatic_stepping_settings() is None
+    enable_automatic_parallel_stepping("threading", timeout=2.5, max_workers=4)
+    chosen = automatic_stepping_settings()
+    assert chosen == {
+        "mode": "threading",
+        "on_error": "isolate",
+        "timeout": 2.5,
+        "max_concurrency": None,
+        "max_workers": 4,
+    }
+    with parallel_stepping("sequential", on_error="raise"):
+        assert automatic_stepping_settings() == {
+            **chosen,
+            "mode": "sequential",
+            "on_error": "raise",
+            "timeout": None,
+            "max_workers": None,
+        }
+    assert automatic_stepping_settings() == chosen  # the block put the outer mode back
+    assert chosen is not None
+    disable_automatic_parallel_stepping()
+    assert automatic_stepping_settings() is None
+    enable_automatic_parallel_stepping(**chosen)  # the keys are enable's keywords
+    m = SeqModel(n=3)
+    m.step()
+    assert m.last_step_report.mode == "threading" and m.last_step_report.ok
+    disable_automatic_parallel_stepping()
 
 
 def test_model_agents_set_type_is_patched_on_every_mesa_version() -> None:
