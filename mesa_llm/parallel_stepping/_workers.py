@@ -103,15 +103,17 @@ def _close_loops(loops: list[asyncio.AbstractEventLoop]) -> None:
     """
     if not loops:
         return
+
+    def close_all() -> None:
+        for loop in loops:
+            _close_loop(loop)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        for loop in loops:
-            _close_loop(loop)
+        close_all()
         return
-    closer = threading.Thread(
-        target=lambda: [_close_loop(loop) for loop in loops], name="mesa_llm-teardown"
-    )
+    closer = threading.Thread(target=close_all, name="mesa_llm-teardown")
     closer.start()
     closer.join()
 
