@@ -14,7 +14,7 @@ from mesa import Agent, Model
 from mesa_llm._types import Observation, Plan
 from mesa_llm.memory import ShortTermMemory
 from mesa_llm.module_llm import ModuleLLM
-from mesa_llm.parallel_stepping import _defers_to_sync
+from mesa_llm.parallel_stepping._methods import _defers_to_sync
 from mesa_llm.reasoning import CoTReasoning, Reasoning
 from mesa_llm.tools import ToolManager, _run_blocking
 

@@ -10,7 +10,6 @@ a module the test never imported has nothing to restore.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ _PROVIDER = "mesa_llm_testing._provider"
 class ProcessState:
     """Automatic parallel stepping (with its mode and options) and the active fake LLMs."""
 
-    stepping: Any  # parallel_stepping's settings, None when automatic stepping is off
+    stepping: dict[str, Any] | None  # automatic_stepping_settings(): None when it is off
     fakes: tuple[Any, ...]  # the fake LLM activations, outermost first
 
     @classmethod
@@ -34,7 +33,7 @@ class ProcessState:
         stepping = sys.modules.get(_STEPPING)
         provider = sys.modules.get(_PROVIDER)
         return cls(
-            stepping=getattr(stepping, "_enabled", None),
+            stepping=None if stepping is None else stepping.automatic_stepping_settings(),
             fakes=tuple(getattr(provider, "_active", ())),
         )
 
@@ -56,7 +55,7 @@ class ProcessState:
                 # closes them, so no test starts with another test's threads still busy.
                 stepping.disable_automatic_parallel_stepping()
             else:
-                stepping.enable_automatic_parallel_stepping(**dataclasses.asdict(self.stepping))
+                stepping.enable_automatic_parallel_stepping(**self.stepping)
         provider = sys.modules.get(_PROVIDER)
         leaked = [entry for entry in now.fakes if entry not in self.fakes]
         for entry in reversed(leaked):

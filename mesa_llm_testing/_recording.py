@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mesa_llm.parallel_stepping import (
-    AgentOutcome,
-    StepReport,
+from mesa_llm.parallel_stepping import AgentOutcome, StepReport
+from mesa_llm.parallel_stepping._automatic import (
     _agent_set_types,  # the one list of Mesa set types that define shuffle_do
 )
 from mesa_llm_testing._calls import FakeCall

@@ -166,6 +166,35 @@ def test_the_rules(source: str, target: str, allowed: bool) -> None:
     assert (not list(_layer_violations([Edge(source, target, 1)]))) is allowed
 
 
+def test_no_module_imports_a_copy_of_a_global_another_module_rebinds() -> None:
+    """``from m import x`` of a global that ``m`` rebinds (``global x``) is a stale copy.
+
+    Module-level state (the enabled stepping mode, the library's event-loop thread,
+    the fake's activations) lives in one module, rebound only there; other modules
+    read it through that module's functions.
+    """
+    modules = _modules()
+    rebound = {name: _rebound_globals(path) for name, path in modules.items()}
+    assert rebound["mesa_llm.parallel_stepping._state"] >= {"_enabled", "_loop_thread"}
+    copies = []
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                source = _known(_absolute(node, name, is_package), modules)
+                for alias in node.names:
+                    if source is not None and alias.name in rebound[source]:
+                        copies.append(f"{name} line {node.lineno}: {source}.{alias.name}")
+    assert not copies, "imports of rebound globals (read them through a function):\n" + "\n".join(
+        copies
+    )
+
+
+def _rebound_globals(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
+
+
 # --------------------------------------------------------------------------- the walk
 
 

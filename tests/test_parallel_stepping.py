@@ -18,6 +18,7 @@ from mesa_llm import AgentMethodMissingError, AgentTimeoutError
 from mesa_llm.parallel_stepping import (
     AgentOutcome,
     StepReport,
+    automatic_stepping_settings,
     current_agent,
     disable_automatic_parallel_stepping,
     enable_automatic_parallel_stepping,
@@ -573,6 +574,36 @@ def test_enable_is_idempotent_and_disable_restores_exact_originals() -> None:
     assert not hasattr(mesa.agent.AgentSet, "do_async")
 
 
+def test_automatic_stepping_settings_reports_the_enabled_mode_and_restores_it() -> None:
+    assert automatic_stepping_settings() is None
+    enable_automatic_parallel_stepping("threading", timeout=2.5, max_workers=4)
+    chosen = automatic_stepping_settings()
+    assert chosen == {
+        "mode": "threading",
+        "on_error": "isolate",
+        "timeout": 2.5,
+        "max_concurrency": None,
+        "max_workers": 4,
+    }
+    with parallel_stepping("sequential", on_error="raise"):
+        assert automatic_stepping_settings() == {
+            **chosen,
+            "mode": "sequential",
+            "on_error": "raise",
+            "timeout": None,
+            "max_workers": None,
+        }
+    assert automatic_stepping_settings() == chosen  # the block put the outer mode back
+    assert chosen is not None
+    disable_automatic_parallel_stepping()
+    assert automatic_stepping_settings() is None
+    enable_automatic_parallel_stepping(**chosen)  # the keys are enable's keywords
+    m = SeqModel(n=3)
+    m.step()
+    assert m.last_step_report.mode == "threading" and m.last_step_report.ok
+    disable_automatic_parallel_stepping()
+
+
 def test_model_agents_set_type_is_patched_on_every_mesa_version() -> None:
     """On Mesa >= 3.5 model.agents is a _HardKeyAgentSet, which is not an AgentSet."""
     enable_automatic_parallel_stepping()
@@ -797,15 +828,17 @@ def test_a_sync_agents_timeout_counts_from_its_start_not_its_queueing(mode: str)
 
     class Short(Agent):
         def step(self) -> None:
-            time.sleep(0.05)
+            time.sleep(0.1)
             if returned.is_set():
                 ran_after.append(self.unique_id)
 
-    agents = [Short(m) for _ in range(8)]  # 4 rounds of 2 workers: the last start at ~0.15 s
-    report = step_agents_parallel_sync(agents, mode=mode, timeout=0.12, max_workers=2)  # type: ignore[arg-type]
+    # 6 rounds of 2 workers: the last start at ~0.5 s, past the timeout counted from queueing,
+    # while each agent runs 0.1 s: a 4x margin under its own timeout.
+    agents = [Short(m) for _ in range(12)]
+    report = step_agents_parallel_sync(agents, mode=mode, timeout=0.4, max_workers=2)  # type: ignore[arg-type]
     returned.set()
-    assert [o.status for o in report.outcomes] == ["ok"] * 8
-    time.sleep(0.1)
+    assert [o.status for o in report.outcomes] == ["ok"] * 12
+    time.sleep(0.2)
     assert ran_after == []
 
 

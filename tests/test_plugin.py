@@ -682,8 +682,8 @@ def test_the_stepping_mode_a_session_chose_is_restored_after_a_test_changes_it(
             ps.enable_automatic_parallel_stepping("threading")
 
         def test_back_to_the_sessions_mode():
-            settings = ps._enabled  # no public getter; the settings chosen at import
-            assert (settings.mode, settings.max_concurrency) == ("asyncio", 3)
+            settings = ps.automatic_stepping_settings()  # the settings chosen at import
+            assert (settings["mode"], settings["max_concurrency"]) == ("asyncio", 3)
         """
     )
     result = pytester.runpytest_inprocess("-p", "no:randomly")

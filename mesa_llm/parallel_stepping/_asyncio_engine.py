@@ -1,0 +1,328 @@
+"""The asyncio engine: every agent a task on one event loop, sync agents in worker threads.
+
+Agents with an async ``a<method>`` are awaited concurrently; agents with only the
+sync method run in a worker thread of the shared pools, so they never block the
+loop. Outcomes, raise mode and logging go through :mod:`._report`, as in the
+other engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any
+
+from mesa_llm.errors import AgentTimeoutError
+from mesa_llm.parallel_stepping._context import _current_agent, _depth
+from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
+from mesa_llm.parallel_stepping._options import (
+    OnError,
+    _as_list,
+    _check_method,
+    _Settings,
+    _settings,
+)
+from mesa_llm.parallel_stepping._report import (
+    AgentOutcome,
+    StepReport,
+    _cancelled,
+    _failed,
+    _is_abort,
+    _raise_failure,
+    _report,
+    _since,
+    _succeeded,
+)
+from mesa_llm.parallel_stepping._state import _stepping
+from mesa_llm.parallel_stepping._workers import _pools
+
+__all__ = ["step_agents_parallel"]
+
+
+class _AsyncRun:
+    """Shared state of one asyncio-mode step: what aborted it, and the tasks to cancel."""
+
+    __slots__ = ("abort", "error", "error_agent", "method", "on_error", "tasks")
+
+    def __init__(self, method: str, on_error: str) -> None:
+        self.method = method
+        self.on_error = on_error
+        self.tasks: list[asyncio.Task[AgentOutcome]] | None = None
+        self.error: BaseException | None = None  # first failure, in raise mode
+        self.error_agent: Any = None
+        self.abort: BaseException | None = None  # KeyboardInterrupt / SystemExit from an agent
+
+    def cancel_all(self) -> None:
+        for task in self.tasks or ():
+            task.cancel()
+
+
+class _Raised:
+    """What a worker thread raised, carried back as a value.
+
+    Exceptions never cross ``asyncio.wrap_future``: an asyncio future refuses
+    ``StopIteration``, and the step would wait forever for it.
+    """
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _call_captured(
+    started: list[float], fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    started.append(time.monotonic())
+    # Only a thread can hold a pool worker while it waits for a nested step, so the
+    # nesting depth counts the thread boundaries.
+    _depth.set(_depth.get() + 1)
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:  # carried back to the event loop, re-raised or reported there
+        return _Raised(exc)
+
+
+async def _await_thread(
+    cf: concurrent.futures.Future[Any],
+    pool: concurrent.futures.ThreadPoolExecutor,
+    started: list[float],
+    agent: Any,
+    method: str,
+    timeout: float | None,
+) -> Any:
+    """Await a worker-thread future.
+
+    ``timeout`` counts from when the thread starts the agent, not from when it was
+    queued. On timeout the thread is left to finish in the background (it cannot
+    be interrupted). On cancellation (raise mode, KeyboardInterrupt, a cancelled
+    caller) an agent not started yet never starts, and a running one is waited
+    for, so nothing outlives the step that started it.
+    """
+    afut = asyncio.wrap_future(cf)
+    try:
+        if timeout is None:
+            return await afut
+        while True:
+            if started:
+                remaining = started[0] + timeout - time.monotonic()
+                if remaining <= 0:
+                    _pools.orphan(cf, pool)
+                    raise AgentTimeoutError(agent, method, timeout)
+            else:  # still queued behind other agents: its clock has not started
+                remaining = timeout
+            done, _ = await asyncio.wait((afut,), timeout=remaining)
+            if done:
+                return afut.result()
+    except asyncio.CancelledError:
+        if not cf.cancel():
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(cf)
+        raise
+
+
+async def _call_async(
+    fn: Callable[..., Any],
+    kind: int,
+    agent: Any,
+    method: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    s: _Settings,
+) -> Any:
+    if kind == _ASYNC:
+        return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
+    ctx = contextvars.copy_context()
+    started: list[float] = []
+    pool = _pools.get(s.max_workers)
+    cf = pool.submit(ctx.run, _call_captured, started, fn, args, kwargs)
+    value = await _await_thread(cf, pool, started, agent, method, s.timeout)
+    if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
+        return await _with_timeout(value, agent, method, s.timeout)
+    return value
+
+
+async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: float | None) -> Any:
+    if timeout is None:
+        return await aw
+    cm = asyncio.timeout(timeout)
+    try:
+        async with cm:
+            return await aw
+    except TimeoutError as exc:
+        if cm.expired():
+            raise AgentTimeoutError(agent, method, timeout) from exc
+        raise
+
+
+class _LoopHold:
+    """Drives an agent's coroutine, timing the longest stretch it runs without awaiting.
+
+    Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
+    in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
+    """
+
+    __slots__ = ("coro", "longest")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.longest = 0.0
+
+    def __await__(self) -> Any:
+        coro, clock = self.coro, time.perf_counter
+        value: Any = None
+        thrown: BaseException | None = None
+        while True:
+            t0 = clock()
+            try:
+                out = coro.send(value) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.longest = max(self.longest, clock() - t0)
+            try:
+                value, thrown = (yield out), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and the like: passed to the agent
+                value, thrown = None, exc
+
+
+async def _run_one_async(
+    run: _AsyncRun,
+    agent: Any,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    s: _Settings,
+    sem: asyncio.Semaphore | None,
+) -> AgentOutcome:
+    _current_agent.set(agent)  # this task's own context copy
+    if sem is not None:
+        await sem.acquire()
+    start = time.perf_counter()
+    hold: _LoopHold | None = None
+    try:
+        fn, kind = _resolve(agent, run.method)
+        if kind == _ASYNC:
+            aw = fn(*args, **kwargs)
+            if inspect.iscoroutine(aw):
+                aw = hold = _LoopHold(aw)
+            value = await _with_timeout(aw, agent, run.method, s.timeout)
+        else:
+            value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
+            if type(value) is _Raised:
+                exc = value.exc
+                if not _is_abort(exc):
+                    return _failed_async(run, agent, exc, start)
+                return _aborted_async(run, agent, exc, start)
+        outcome = _succeeded(agent, value, _since(start))
+    except Exception as exc:
+        outcome = _failed_async(run, agent, exc, start)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        # The agent's own code raised CancelledError without this step being cancelled.
+        outcome = _failed_async(run, agent, exc, start)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
+        outcome = _aborted_async(run, agent, exc, start)
+    finally:
+        if sem is not None:
+            sem.release()
+    if hold is not None:
+        outcome.blocked = hold.longest
+    return outcome
+
+
+def _aborted_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
+    if run.abort is None:
+        run.abort = exc
+    run.cancel_all()
+    return _failed(agent, exc, _since(start))
+
+
+def _failed_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
+    outcome = _failed(agent, exc, _since(start))
+    if run.on_error == "raise" and run.error is None:
+        run.error, run.error_agent = exc, agent
+        run.cancel_all()
+    return outcome
+
+
+async def step_agents_parallel(
+    agents: Iterable[Any],
+    *,
+    method: str = "step",
+    on_error: OnError = "isolate",
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    max_workers: int | None = None,
+) -> StepReport:
+    """Run ``a<method>`` (or ``<method>`` in a worker thread) on every agent concurrently.
+
+    Returns a :class:`StepReport` with one outcome per agent in start order. With
+    ``on_error="isolate"`` (default) failures are logged and reported, never raised.
+    With ``on_error="raise"`` the first failure is raised as the original exception
+    after the other agents have been cancelled and awaited. ``timeout`` is per agent
+    (seconds); an agent that exceeds it is cancelled and reported as ``"timeout"``
+    (a sync agent's thread cannot be interrupted: it finishes in the background and
+    its result is discarded). ``max_concurrency`` bounds the agents in flight.
+    ``KeyboardInterrupt``, ``SystemExit`` and cancellation of the caller propagate
+    after every started agent has been cancelled and awaited.
+    """
+    s = _settings("asyncio", on_error, timeout, max_concurrency, max_workers)
+    agent_list = _as_list(agents)
+    with _stepping():
+        return await _step_async(agent_list, _check_method(method), args, kwargs or {}, s)
+
+
+async def _step_async(
+    agents: list[Any], method: str, args: Sequence[Any], kwargs: Mapping[str, Any], s: _Settings
+) -> StepReport:
+    if not agents:
+        return StepReport([], method, "asyncio")
+    run = _AsyncRun(method, s.on_error)
+    sem = (
+        asyncio.Semaphore(s.max_concurrency)
+        if s.max_concurrency is not None and s.max_concurrency < len(agents)
+        else None
+    )
+    loop = asyncio.get_running_loop()
+    run.tasks = tasks = [
+        loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents
+    ]
+    if run.error is not None or run.abort is not None:  # eager task factories run tasks early
+        run.cancel_all()
+    # With return_exceptions=True, gather() finishes only when every agent has: also
+    # after a failure cancels the rest, and when the caller is cancelled (it cancels
+    # the agents and still waits for them). Without it, it would return as soon as
+    # one task ended cancelled, leaving the others running.
+    cancelled: asyncio.CancelledError | None = None
+    results: list[Any] = []
+    try:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    except asyncio.CancelledError as exc:  # the caller is being cancelled
+        cancelled = exc
+    # Raised outside any except block so the agent's exception keeps its own
+    # __context__ and traceback.
+    if run.abort is not None:
+        raise run.abort
+    if cancelled is not None:
+        raise cancelled
+    if run.error is not None:
+        _raise_failure(run.error, run.error_agent, method)
+    # A task ends cancelled, not with an outcome, only if someone else cancelled it:
+    # this step cancels its tasks only to abort or in raise mode, and raised above.
+    outcomes = [
+        r if type(r) is AgentOutcome else _cancelled(a, r)
+        for r, a in zip(results, agents, strict=True)
+    ]
+    return _report(outcomes, method, "asyncio", s)
