@@ -31,6 +31,7 @@ from mesa_llm.parallel_stepping import (
 )
 from mesa_llm_testing._fake import ERROR_KINDS, FakeCall, FakeLLM
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._process_state import ProcessState
 
 if TYPE_CHECKING:
     from mesa import Model
@@ -364,6 +365,9 @@ class ScenarioRun:
             raise RuntimeError("mesa_llm_testing: this ScenarioRun is already running")
         plan = self.fake.faults
         with contextlib.ExitStack() as stack:
+            # A model that switches automatic stepping on while it is built (mesa-llm 0.3
+            # style: ``parallel_stepping = True`` and LLMAgents) must not outlive the run.
+            stack.callback(ProcessState.capture().restore)
             plan.reset()
             stack.enter_context(self.fake.activate())
             stack.callback(self._leave_mode)

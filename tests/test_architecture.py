@@ -50,6 +50,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "runner": (
         "mesa_llm_testing._runner",
+        "mesa_llm_testing._process_state",
         "mesa_llm_testing._discovery",
         "mesa_llm_testing._summary",
         "mesa_llm_testing._timeline",
