@@ -126,20 +126,35 @@ class ReleaseMarketModel(Model):
             internal_state=["seller"],
             step_prompt="Pitch your goods to the buyers.",
         )
-        MarketBuyer.create_agents(
+        self.llm_model = llm_model
+        for _ in range(max(0, n_agents - n_sellers)):
+            self.add_agent()
+        for agent in self.agents:
+            if agent.pos is None:
+                x, y = self.random.randrange(4), self.random.randrange(4)
+                self.grid.place_agent(agent, (x, y))
+
+    def add_agent(self):
+        """A new buyer at a random place (also between steps)."""
+        (buyer,) = MarketBuyer.create_agents(
             self,
-            n=max(0, n_agents - n_sellers),
+            n=1,
             reasoning=ReActReasoning,
-            llm_model=llm_model,
+            llm_model=self.llm_model,
             system_prompt="You shop for food on a budget.",
             vision=2,
             internal_state=None,
             step_prompt="Find a good deal and buy it.",
             budget=30,
         )
-        for agent in self.agents:
-            x, y = self.random.randrange(4), self.random.randrange(4)
-            self.grid.place_agent(agent, (x, y))
+        x, y = self.random.randrange(4), self.random.randrange(4)
+        self.grid.place_agent(buyer, (x, y))
+        return buyer
+
+    def remove_agent(self, agent):
+        """Take an agent off the market (between steps)."""
+        self.grid.remove_agent(agent)
+        agent.remove()
 
     def step(self):
         self.agents.shuffle_do("step")
