@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from mesa_llm.tools import ToolManager, tool
 
 __version__ = "0.4.0.dev0"
+__title__ = "mesa_llm"
+__license__ = "Apache-2.0"
+__copyright__ = "Copyright the mesa-llm authors"
 
 # name -> module that defines it; loaded on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesa_llm.tools import ToolCall
+from mesa_llm.tools.tool_decorator import ToolCall
 
 __all__ = ["Observation", "Plan"]
 
@@ -34,14 +34,25 @@ class Observation:
 
 @dataclass
 class Plan:
-    """Reasoning's outcome: thoughts, the tool calls to make, and how many steps it holds (ttl)."""
+    """Reasoning's outcome: thoughts, the tool calls to make, and how many steps it holds (ttl).
+
+    mesa-llm 0.3's spelling ``Plan(step=..., llm_plan=<LLM message>, ttl=...)`` is
+    the same class: ``llm_plan`` is the raw LLM message (``.content``,
+    ``.tool_calls``) or any object; ``apply_plan`` runs its tool calls when the
+    plan has no parsed ``actions``. Plans ours' reasoning makes carry both.
+    """
 
     step: int
-    thoughts: str
+    thoughts: str = ""
     actions: list[ToolCall] = field(default_factory=list)
     ttl: int = 1
+    llm_plan: Any = None
 
     def __str__(self) -> str:
+        if not self.thoughts and not self.actions and self.llm_plan is not None:
+            content = getattr(self.llm_plan, "content", None)
+            text = content if content else self.llm_plan
+            return f"{str(text).strip()}\n"
         actions = "; ".join(str(action) for action in self.actions) or "none"
         return f"{self.thoughts} | actions: {actions}"
 

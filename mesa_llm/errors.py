@@ -111,8 +111,11 @@ class UnknownModelError(MesaLLMError, ValueError):
         )
 
 
-class MissingAPIKeyError(MesaLLMError):
-    """The provider of ``llm_model`` needs an API key that is neither passed nor set."""
+class MissingAPIKeyError(MesaLLMError, ValueError):
+    """The provider of ``llm_model`` needs an API key that is neither passed nor set.
+
+    A ``ValueError`` too, as mesa-llm 0.3 raised (its users catch ``ValueError``).
+    """
 
     def __init__(self, llm_model: str, variables: tuple[str, ...]) -> None:
         self.llm_model = llm_model

@@ -136,37 +136,50 @@ class ModuleLLM:
 
     def generate(
         self,
-        prompt: str | None = None,
+        prompt: str | Sequence[str] | None = None,
+        tool_schema: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = "auto",
+        response_format: Any = None,
+        system_prompt: str | None = None,
         *,
         messages: Sequence[Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: Any = "auto",
-        response_format: Any = None,
         **kwargs: Any,
     ) -> ModelResponse:
         """Send one chat completion (retrying per ``retry``) and return litellm's ``ModelResponse``.
 
-        Safe to call from many threads at once. Never batched.
+        ``prompt`` is one user message, or a list of strings: one user message each,
+        in order. ``tool_schema`` is mesa-llm 0.3's name for ``tools`` (give one).
+        ``system_prompt`` replaces the instance's for this call. Safe to call from
+        many threads at once. Never batched.
         """
+        tools = _tools_alias(tools, tool_schema)
         with self._attributed():
-            request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
+            request = self._request(
+                prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
+            )
             return call_with_retries(
                 self.retry, self._rng, lambda: import_litellm().completion(**request)
             )
 
     async def agenerate(
         self,
-        prompt: str | None = None,
+        prompt: str | Sequence[str] | None = None,
+        tool_schema: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = "auto",
+        response_format: Any = None,
+        system_prompt: str | None = None,
         *,
         messages: Sequence[Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: Any = "auto",
-        response_format: Any = None,
         **kwargs: Any,
     ) -> ModelResponse:
         """Async :meth:`generate`; with ``batching``, each attempt is queued in the shared batch."""
+        tools = _tools_alias(tools, tool_schema)
         with self._attributed():
-            request = self._request(prompt, messages, tools, tool_choice, response_format, kwargs)
+            request = self._request(
+                prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
+            )
             if self.batching is None:
                 return await acall_with_retries(
                     self.retry, self._rng, lambda: import_litellm().acompletion(**request)
@@ -184,12 +197,13 @@ class ModuleLLM:
         tool_choice: Any,
         response_format: Any,
         kwargs: dict[str, Any],
+        system_prompt: str | None = None,
     ) -> dict[str, Any]:
         """The ``litellm.completion`` keyword arguments of one call."""
         _reject_reserved(kwargs, "generate(...)")
         request: dict[str, Any] = {
             "model": self.llm_model,
-            "messages": self._messages(prompt, messages),
+            "messages": self._messages(prompt, messages, system_prompt),
         }
         if tools:
             request["tools"] = list(tools)
@@ -213,14 +227,22 @@ class ModuleLLM:
         request["max_retries"] = 0
         return request
 
-    def _messages(self, prompt: str | None, messages: Sequence[Any] | None) -> list[Any]:
-        if prompt is None and not messages:
-            raise ValueError("mesa_llm: generate() needs prompt=... or messages=[...]")
+    def _messages(
+        self,
+        prompt: str | Sequence[str] | None,
+        messages: Sequence[Any] | None,
+        system_prompt: str | None = None,
+    ) -> list[Any]:
+        system = self.system_prompt if system_prompt is None else system_prompt
+        if prompt is None and not messages and system is None:
+            raise ValueError(
+                "mesa_llm: generate() needs prompt=... or messages=[...] (or a system "
+                "prompt); prompt is a str or a list of str"
+            )
         result = list(messages or ())
-        if self.system_prompt is not None and not (result and _get(result[0], "role") == "system"):
-            result.insert(0, {"role": "system", "content": self.system_prompt})
-        if prompt is not None:
-            result.append({"role": "user", "content": prompt})
+        if system is not None and not (result and _get(result[0], "role") == "system"):
+            result.insert(0, {"role": "system", "content": system})
+        result.extend({"role": "user", "content": text} for text in _prompt_texts(prompt))
         return result
 
     def _attributed(self) -> AbstractContextManager[Any]:
@@ -269,6 +291,35 @@ class ModuleLLM:
             ).hexdigest()
         frozen = json.dumps(parameters, sort_keys=True, default=repr)
         return (self.provider, self.llm_model, self.api_base, frozen)
+
+
+def _prompt_texts(prompt: Any) -> list[str]:
+    """A prompt as user-message texts: a str is one, a list of str one each, None none."""
+    if prompt is None:
+        return []
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list | tuple):
+        for index, item in enumerate(prompt):
+            if not isinstance(item, str):
+                raise TypeError(
+                    f"mesa_llm: generate(prompt=[...]) item {index} is "
+                    f"{type(item).__name__}; every item must be a str"
+                )
+        return list(prompt)
+    raise TypeError(
+        f"mesa_llm: generate(prompt=...) must be a str, a list of str or None, "
+        f"got {type(prompt).__name__}"
+    )
+
+
+def _tools_alias(tools: Any, tool_schema: Any) -> Any:
+    if tools is not None and tool_schema is not None:
+        raise ValueError(
+            "mesa_llm: generate() got both tools=... and tool_schema=... (the same option "
+            "under mesa-llm 0.3's name); give one"
+        )
+    return tools if tools is not None else tool_schema
 
 
 def _get(item: Any, name: str) -> Any:

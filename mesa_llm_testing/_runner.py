@@ -16,6 +16,7 @@ from mesa_llm_testing._discovery import resolve_scenario
 from mesa_llm_testing._fakellm import FakeLLM
 from mesa_llm_testing._faults import FaultPlan
 from mesa_llm_testing._plans import plan_settings
+from mesa_llm_testing._process_state import ProcessState
 from mesa_llm_testing._recording import Recorder, recording_shuffle_do, run_step
 from mesa_llm_testing._trace import RunTrace, StepTrace
 
@@ -125,6 +126,9 @@ class ScenarioRun:
             raise RuntimeError("mesa_llm_testing: this ScenarioRun is already running")
         plan = self.fake.faults
         with contextlib.ExitStack() as stack:
+            # A model that switches automatic stepping on while it is built (mesa-llm 0.3
+            # style: ``parallel_stepping = True`` and LLMAgents) must not outlive the run.
+            stack.callback(ProcessState.capture().restore)
             plan.reset()
             stack.enter_context(self.fake.activate())
             stack.callback(self._leave_mode)

@@ -55,6 +55,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing._trace",
         "mesa_llm_testing._recording",
         "mesa_llm_testing._runner",
+        "mesa_llm_testing._process_state",
         "mesa_llm_testing._discovery",
         "mesa_llm_testing._summary",
         "mesa_llm_testing._verdict",

@@ -139,7 +139,9 @@ def test_observation_on_a_mesa_space_grid() -> None:
     obs = me.generate_obs()
     assert obs.step == model.steps
     assert obs.self_state == {
-        "unique_id": me.unique_id,
+        "agent_unique_id": me.unique_id,  # mesa-llm 0.3's keys ...
+        "location": (2, 2),
+        "unique_id": me.unique_id,  # ... and ours
         "type": "LLMAgent",
         "position": (2, 2),
         "internal_state": {"id": 0},
@@ -192,8 +194,12 @@ def test_no_space_means_no_neighbours() -> None:
 def test_apply_plan_runs_tools_on_the_agent_in_order() -> None:
     agent = NotebookAgent(Model(seed=1))
     plan = Plan(0, "thinking", [ToolCall("note", {"text": "a"}), ToolCall("shout", {"text": "b"})])
-    assert agent.apply_plan(plan) == ["noted a", "shouted"]
-    assert asyncio.run(agent.aapply_plan(plan)) == ["noted a", "shouted"]
+    assert [r["response"] for r in agent.apply_plan(plan)] == ["noted a", "shouted"]
+    results = asyncio.run(agent.aapply_plan(plan))
+    assert [(r["name"], r["response"], r["role"]) for r in results] == [
+        ("note", "noted a", "tool"),
+        ("shout", "shouted", "tool"),
+    ]
     assert agent.notebook == ["a", "B", "a", "B"]
 
 

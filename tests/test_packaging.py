@@ -101,7 +101,13 @@ def test_the_running_install_has_no_top_level_scenarios_either() -> None:
 def test_list_shows_the_built_ins_and_a_registered_package(installed: Path) -> None:
     out = _output([str(installed / "mesa-llm-testing"), "list"])
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["civil_violence", "island_commons", "negotiation", "tiny_town"]
+    assert names == [
+        "civil_violence",
+        "island_commons",
+        "negotiation",
+        "release_market",
+        "tiny_town",
+    ]
     assert "Tiny town: traders of a downstream package. [from tiny-town]" in out
 
 

@@ -233,7 +233,7 @@ def test_react_reply_that_is_not_json_is_malformed(driver: str) -> None:
     assert info.value.raw == raw
     assert info.value.agent_id == agent.unique_id
     assert info.value.step == 1
-    assert len(agent.memory) == 0  # a failed plan leaves no trace
+    assert agent.memory.plans == []  # a failed plan leaves no plan (the observation stays)
 
 
 def test_react_reply_missing_a_field_is_malformed() -> None:

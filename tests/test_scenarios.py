@@ -36,8 +36,8 @@ def run(factory: Callable[..., Model] | str, mode: str = "sequential", **kwargs:
 # --------------------------------------------------------------------------- the registry
 
 
-def test_registry_lists_the_three_scenarios_by_name() -> None:
-    assert list(REGISTRY) == ["civil_violence", "negotiation", "island_commons"]
+def test_registry_lists_the_scenarios_by_name() -> None:
+    assert list(REGISTRY) == ["civil_violence", "negotiation", "island_commons", "release_market"]
     assert DEFAULT_SCENARIO in REGISTRY
     for name, factory in REGISTRY.items():
         assert factory.scenario_name == name
@@ -361,3 +361,79 @@ def test_an_islander_failing_to_analyze_idles_all_round() -> None:
     assert islander.caught == 0 and islander.energy == energy - 2
     others = [i for i in model.agents_by_type[Islander] if i is not islander]
     assert all(i.caught == 2 for i in others)
+
+
+# --------------------------------------------------------------------------- release market
+
+#: The module paths mesa-llm 0.3.2 users import (the release's own layout).
+RELEASE_PATHS = {
+    "mesa_llm.llm_agent",
+    "mesa_llm.reasoning.react",
+    "mesa_llm.tools.tool_decorator",
+    "mesa_llm.tools.tool_manager",
+}
+
+
+def test_release_market_is_written_with_the_release_api_only() -> None:
+    import ast
+
+    from mesa_llm_testing import resolve_scenario
+
+    factory = resolve_scenario("release_market")  # through the entry point, as the CLI does
+    module = inspect.getmodule(factory)
+    assert module is not None and module.__doc__ is not None
+    assert "**What it models.**" in module.__doc__ and "**Faults exercised.**" in module.__doc__
+    tree = ast.parse(inspect.getsource(module))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mesa_llm")
+    }
+    assert imported == RELEASE_PATHS
+    assert "enable_automatic_parallel_stepping" not in inspect.getsource(module)
+
+
+def test_release_market_gives_the_sequential_trace_under_faults_in_every_mode() -> None:
+    faults = FaultPlan(0.3, seed=11)
+    sequential = run("release_market", faults=faults, agents=6)
+
+    assert any(step.llm_calls for step in sequential.steps)
+    check_isolation(sequential)
+    for mode in PARALLEL:
+        trace = run("release_market", mode, faults=faults, agents=6)
+        check_isolation(trace)
+        check_reproducible(trace, sequential)
+        check_ordering(trace, sequential)
+
+
+def test_release_market_tool_errors_are_results_not_failures() -> None:
+    import json
+    from unittest.mock import DEFAULT
+
+    from mesa_llm_testing import FakeReply, resolve_scenario
+    from mesa_llm_testing._responses import FakeToolCall
+
+    def shop(request: Any) -> Any:
+        names = [t["function"]["name"] for t in request.tools or []]
+        if "buy_product" not in names or request.tool_choice == "none":
+            return DEFAULT
+        caviar = json.dumps({"chosen_product": "caviar", "chosen_price": 1})
+        bread = json.dumps({"chosen_product": "bread", "chosen_price": 5})
+        calls = (
+            FakeToolCall("buy_product", caviar, "c0"),
+            FakeToolCall("buy_product", bread, "c1"),
+        )
+        return FakeReply(None, calls)
+
+    factory = resolve_scenario("release_market")
+    fake = FakeLLM(seed=SEED, side_effect=shop)
+    with fake.activate(), parallel_stepping("threading"):
+        model = factory(seed=SEED, n_agents=6)
+        for _ in range(2):
+            model.step()
+            assert model.last_step_report.ok  # the failing purchase is a result, not a failure
+    buyers = [a for a in model.agents if type(a).__name__ == "MarketBuyer"]
+    assert len(buyers) == 4
+    for buyer in buyers:
+        assert buyer.purchases == ["bread", "bread"]
+        assert buyer.budget == 20

@@ -1,4 +1,4 @@
-"""Reasoning as planning: an ``Observation`` becomes a ``Plan`` of tool calls through the LLM.
+"""The reasoning base: an ``Observation`` becomes a ``Plan`` of tool calls through the LLM.
 
 Each strategy is written once, as a generator that yields the ``LLMRequest``s it
 needs and receives each reply (litellm ``ModelResponse``), and returns the
@@ -6,75 +6,51 @@ needs and receives each reply (litellm ``ModelResponse``), and returns the
 ``Reasoning.aplan`` with ``await llm.agenerate``, so prompt building and
 parsing are shared by the sync and async paths, and the same replies give the
 same ``Plan`` on both.
+
+mesa-llm 0.3's spelling works too: ``plan(prompt, obs, ttl, selected_tools,
+tool_calls)``, a subclass implementing only ``plan`` (``aplan`` then runs it in a
+worker thread), ``execute_tool_call``/``aexecute_tool_call``. This module is that
+release's ``mesa_llm.reasoning.reasoning``.
 """
 
 from __future__ import annotations
 
-import abc
+import asyncio
 import json
-from collections import deque
 from collections.abc import Generator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from mesa_llm import _memory_protocol as memory_protocol
 from mesa_llm._types import Observation, Plan
 from mesa_llm.errors import EmptyResponseError, MalformedResponseError
-from mesa_llm.tools import ToolCall
+from mesa_llm.tools.tool_decorator import ToolCall
 
 if TYPE_CHECKING:
     from mesa import Model
 
-    from mesa_llm.memory import ShortTermMemory
     from mesa_llm.module_llm import ModuleLLM
     from mesa_llm.tools import ToolManager
 
 __all__ = [
     "DEFAULT_STEP_PROMPT",
-    "CoTReasoning",
     "LLMRequest",
     "Observation",
     "Plan",
     "PlanRequests",
-    "ReActReasoning",
-    "ReWOOReasoning",
     "Reasoning",
 ]
 
 DEFAULT_STEP_PROMPT = "Decide what to do in this step of the simulation."
 
 _AGENT_ROLE = "You are an autonomous agent in an agent-based simulation."
-_COT_INSTRUCTIONS = f"""{_AGENT_ROLE}
-Think step by step (chain of thought) about what to do next, using your recent memory and your
-current observation. Answer in this format:
-Thought 1: <what the observation tells you>
-Thought 2: <how your memory informs the situation>
-Thought 3: <alternatives and risks>
-Thought 4: <your decision and why>
-Action: <the action you will take, in words>"""
-_REACT_INSTRUCTIONS = f"""{_AGENT_ROLE}
-Reason about your situation using your recent memory and your current observation, then decide
-on one action. Reply with a JSON object {{"reasoning": "...", "action": "..."}}, describing the
-action in words; do not call any tool yet."""
-_REWOO_INSTRUCTIONS = f"""{_AGENT_ROLE}
-Plan several simulation steps ahead without waiting for new observations (ReWOO). Write your
-overall strategy, then numbered steps (1 to 5), one action per simulation step, then what to do if
-things do not go as expected."""
-_ACT_NOW = "Now carry out the action you decided on by calling the tools."
-_ACT_ALL_STEPS = "Now call the tools for every step of your plan, in order, one call per step."
-_REACT_FORMAT: dict[str, Any] = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "react_decision",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"reasoning": {"type": "string"}, "action": {"type": "string"}},
-            "required": ["reasoning", "action"],
-            "additionalProperties": False,
-        },
-    },
-}
+_EXECUTOR = (
+    "You are an executor that executes the plan given to you in the prompt through tool "
+    "calls. If the plan concludes that no action should be taken, do not call any tool."
+)
+# ``tool_calls`` not given: ours' strategies require a tool call when the agent has tools.
+_DEFAULT_TOOL_CHOICE = "required"
 
 
 @dataclass(frozen=True)
@@ -115,7 +91,7 @@ class ReasoningAgent(Protocol):
     @property
     def llm(self) -> ModuleLLM: ...
     @property
-    def memory(self) -> ShortTermMemory: ...
+    def memory(self) -> Any: ...
     @property
     def tool_manager(self) -> ToolManager: ...
     @property
@@ -125,35 +101,112 @@ class ReasoningAgent(Protocol):
     def generate_obs(self) -> Observation: ...
 
 
-class Reasoning(abc.ABC):
-    """Base of reasoning strategies; a subclass writes ``plan_requests`` once for both paths."""
+class Reasoning:
+    """Base of reasoning strategies; a subclass writes ``plan_requests`` once for both paths.
+
+    A subclass may instead override ``plan`` (and optionally ``aplan``), as
+    mesa-llm 0.3 strategies do.
+    """
 
     def __init__(self, agent: ReasoningAgent) -> None:
         self.agent = agent
+        self._selected_tools: list[str] | None = None
+        self._tool_choice: str | None = _DEFAULT_TOOL_CHOICE
+        self._last_message: Any = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(agent={self.agent.unique_id})"
 
-    def plan(self, prompt: str | None = None, obs: Observation | None = None, ttl: int = 1) -> Plan:
+    def plan(
+        self,
+        prompt: str | None = None,
+        obs: Observation | None = None,
+        ttl: int = 1,
+        selected_tools: list[str] | None = None,
+        tool_calls: str | None = _DEFAULT_TOOL_CHOICE,
+    ) -> Plan:
         """Plan the agent's next actions (blocking LLM calls).
 
         ``prompt`` defaults to the agent's ``step_prompt``, ``obs`` to a fresh
-        ``agent.generate_obs()``. Raises ``MalformedResponseError`` (or its
-        subclasses ``EmptyResponseError``, ``ToolArgumentsError``) for replies
-        that cannot be turned into a plan, ``UnknownToolError`` for calls to
-        unregistered tools; LLM call failures propagate from ``ModuleLLM``.
+        ``agent.generate_obs()``. ``selected_tools`` names the tools offered (None:
+        all; unknown names raise ``ValueError``); ``tool_calls`` is the tool choice
+        of the acting call (``"auto"``, ``"required"``, ``"none"``). Raises
+        ``MalformedResponseError`` (or its subclasses ``EmptyResponseError``,
+        ``ToolArgumentsError``) for replies that cannot be turned into a plan,
+        ``UnknownToolError`` for calls to unregistered tools; LLM call failures
+        propagate from ``ModuleLLM``.
         """
+        self._select(selected_tools, tool_calls)
         return _drive(self.plan_requests(prompt, obs, ttl), self.agent.llm)
 
     async def aplan(
-        self, prompt: str | None = None, obs: Observation | None = None, ttl: int = 1
+        self,
+        prompt: str | None = None,
+        obs: Observation | None = None,
+        ttl: int = 1,
+        selected_tools: list[str] | None = None,
+        tool_calls: str | None = _DEFAULT_TOOL_CHOICE,
     ) -> Plan:
-        """Async ``plan``: the same requests and parsing, with ``await llm.agenerate``."""
+        """Async ``plan``: the same requests and parsing, with ``await llm.agenerate``.
+
+        A subclass that overrides only ``plan`` has it run in a worker thread.
+        """
+        if _only_plan(type(self)):
+            return await asyncio.to_thread(self.plan, prompt, obs, ttl, selected_tools, tool_calls)
+        self._select(selected_tools, tool_calls)
         return await _adrive(self.plan_requests(prompt, obs, ttl), self.agent.llm)
 
-    @abc.abstractmethod
     def plan_requests(self, prompt: str | None, obs: Observation | None, ttl: int) -> PlanRequests:
         """Yield the LLM requests this strategy needs, receive each reply, return the ``Plan``."""
+        raise NotImplementedError(
+            f"mesa_llm: {type(self).__name__} must implement plan_requests() or plan()"
+        )
+
+    def execute_tool_call(
+        self,
+        chaining_message: str,
+        selected_tools: list[str] | None = None,
+        ttl: int = 1,
+        tool_calls: str | None = "auto",
+    ) -> Plan:
+        """Ask the LLM for the tool calls enacting ``chaining_message`` (a plan in words).
+
+        Returns ``Plan(llm_plan=<the reply message>)``; ``apply_plan`` runs its calls.
+        """
+        self._select(selected_tools, tool_calls)
+        return _drive(self._execution_requests(chaining_message, ttl), self.agent.llm)
+
+    async def aexecute_tool_call(
+        self,
+        chaining_message: str,
+        selected_tools: list[str] | None = None,
+        ttl: int = 1,
+        tool_calls: str | None = "auto",
+    ) -> Plan:
+        """Async ``execute_tool_call``."""
+        self._select(selected_tools, tool_calls)
+        return await _adrive(self._execution_requests(chaining_message, ttl), self.agent.llm)
+
+    def _execution_requests(self, chaining_message: str, ttl: int) -> PlanRequests:
+        messages = [
+            {"role": "system", "content": _EXECUTOR},
+            {"role": "user", "content": str(chaining_message)},
+        ]
+        tools = self._schemas()
+        request = LLMRequest(messages, tools=tools, tool_choice=self._tool_choice or "auto")
+        message = self._message((yield request))
+        plan = Plan(self.agent.model.steps, ttl=ttl, llm_plan=message)
+        memory_protocol.remember(self.agent.memory, "plan_execution", {"content": str(plan)})
+        return plan
+
+    def _select(self, selected_tools: list[str] | None, tool_calls: str | None) -> None:
+        if selected_tools is not None:
+            self.agent.tool_manager.get_all_tools_schema(selected_tools)  # unknown names raise
+        self._selected_tools = None if selected_tools is None else list(selected_tools)
+        self._tool_choice = tool_calls
+
+    def _schemas(self) -> list[dict[str, Any]]:
+        return self.agent.tool_manager.get_all_tools_schema(self._selected_tools)
 
     # -- shared building blocks ---------------------------------------------------------
 
@@ -171,11 +224,15 @@ class Reasoning(abc.ABC):
 
         The system message replaces ``ModuleLLM``'s, so the persona is included here.
         """
+        remembered = memory_protocol.prompt_text(self.agent.memory)
         sections = [
-            f"# Recent memory\n{self.agent.memory.render() or '(nothing yet)'}",
+            f"# Recent memory\n{remembered or '(nothing yet)'}",
             f"# Current observation\n{obs}",
         ]
-        menu = [f"- {tool.name}: {tool.description}" for tool in self.agent.tool_manager]
+        menu = [
+            f"- {schema['function']['name']}: {schema['function'].get('description', '')}"
+            for schema in self._schemas()
+        ]
         if menu:
             sections.append("# Actions you can take\n" + "\n".join(menu))
         sections.append(f"# Task\n{prompt}")
@@ -192,15 +249,17 @@ class Reasoning(abc.ABC):
         self, messages: list[dict[str, Any]], reply: str, instruction: str
     ) -> Generator[LLMRequest, Any, list[ToolCall]]:
         """Ask for the tool calls enacting ``reply``; none (no call) if the agent has no tools."""
-        tools = self.agent.tool_manager.schemas()
-        if not tools:
+        tools = self._schemas()
+        if not tools or self._tool_choice == "none":
             return []
         follow_up = [
             *messages,
             {"role": "assistant", "content": reply},
             {"role": "user", "content": instruction},
         ]
-        return self._tool_calls((yield LLMRequest(follow_up, tools=tools, tool_choice="required")))
+        reply = yield LLMRequest(follow_up, tools=tools, tool_choice=self._tool_choice or "auto")
+        self._last_message = self._message(reply)
+        return self._tool_calls(reply)
 
     def _thinking_then_acting(
         self, instructions: str, act_instruction: str, prompt: str, obs: Observation
@@ -254,11 +313,14 @@ class Reasoning(abc.ABC):
             )
         return raw, {name: data[name] for name in names}
 
-    def _finish(self, obs: Observation | None, plan: Plan) -> Plan:
-        """Record the observation and plan in the agent's memory and return the plan."""
-        if obs is not None:
-            self.agent.memory.add_observation(obs)
-        self.agent.memory.add_plan(plan)
+    def _finish(
+        self, obs: Observation | None, plan: Plan, content: dict[str, Any] | None = None
+    ) -> Plan:
+        """Record the plan in the agent's memory and return it (``generate_obs`` records obs)."""
+        if plan.llm_plan is None:
+            plan.llm_plan = getattr(self, "_last_message", None)
+            self._last_message = None
+        memory_protocol.remember_plan(self.agent.memory, plan, content)
         return plan
 
     def _error(
@@ -270,67 +332,6 @@ class Reasoning(abc.ABC):
             agent_id=self.agent.unique_id,
             step=self.agent.model.steps,
         )
-
-
-class CoTReasoning(Reasoning):
-    """Chain of thought: one call to think step by step, one to turn the decision into calls."""
-
-    def plan_requests(self, prompt: str | None, obs: Observation | None, ttl: int) -> PlanRequests:
-        """Think (numbered thoughts ending in an action), then act through the tools."""
-        prompt, obs = self._begin(prompt, obs)
-        thoughts, actions = yield from self._thinking_then_acting(
-            _COT_INSTRUCTIONS, _ACT_NOW, prompt, obs
-        )
-        return self._finish(obs, Plan(obs.step, thoughts, actions, ttl))
-
-
-class ReActReasoning(Reasoning):
-    """ReAct: a JSON reasoning-and-action decision, then the tool calls that enact it."""
-
-    def plan_requests(self, prompt: str | None, obs: Observation | None, ttl: int) -> PlanRequests:
-        """Ask for ``{"reasoning", "action"}`` as JSON, then for the tool calls enacting it."""
-        prompt, obs = self._begin(prompt, obs)
-        messages = self._conversation(_REACT_INSTRUCTIONS, prompt, obs)
-        reply = yield LLMRequest(messages, response_format=_REACT_FORMAT)
-        raw, decision = self._json_fields(reply, ("reasoning", "action"))
-        thoughts = f"{decision['reasoning']}\nAction: {decision['action']}"
-        actions = yield from self._acting(messages, raw, _ACT_NOW)
-        return self._finish(obs, Plan(obs.step, thoughts, actions, ttl))
-
-
-class ReWOOReasoning(Reasoning):
-    """ReWOO: plan several steps at once, then spend one queued tool call per step with no LLM call.
-
-    A fresh plan's ``ttl`` is the number of steps its tool calls cover; each
-    later plan carries the next queued call and the steps left. When the queue
-    is empty the next ``plan`` observes and plans again.
-    """
-
-    def __init__(self, agent: ReasoningAgent) -> None:
-        super().__init__(agent)
-        self._thoughts = ""
-        self._queued: deque[ToolCall] = deque()
-
-    @property
-    def queued_actions(self) -> list[ToolCall]:
-        """Tool calls planned for the coming steps."""
-        return list(self._queued)
-
-    def plan_requests(self, prompt: str | None, obs: Observation | None, ttl: int) -> PlanRequests:
-        """Use the next queued call if any; else write a multi-step plan and queue its calls."""
-        if self._queued:
-            step = obs.step if obs is not None else self.agent.model.steps
-            remaining = len(self._queued)
-            action = self._queued.popleft()
-            return self._finish(obs, Plan(step, self._thoughts, [action], remaining))
-        prompt, obs = self._begin(prompt, obs)
-        thoughts, actions = yield from self._thinking_then_acting(
-            _REWOO_INSTRUCTIONS, _ACT_ALL_STEPS, prompt, obs
-        )
-        # Only now, with every reply parsed, does the reasoning's state change.
-        self._thoughts = thoughts
-        self._queued = deque(actions[1:])
-        return self._finish(obs, Plan(obs.step, thoughts, actions[:1], len(actions) or ttl))
 
 
 def _drive(requests: PlanRequests, llm: ModuleLLM) -> Plan:
@@ -353,6 +354,15 @@ async def _adrive(requests: PlanRequests, llm: ModuleLLM) -> Plan:
             except StopIteration as done:
                 return done.value
             reply = await llm.agenerate(**request.to_kwargs())
+
+
+def _only_plan(cls: type) -> bool:
+    """Whether ``cls`` overrides ``plan`` but neither ``aplan`` nor ``plan_requests``."""
+    return (
+        cls.plan is not Reasoning.plan
+        and cls.aplan is Reasoning.aplan
+        and cls.plan_requests is Reasoning.plan_requests
+    )
 
 
 def _strip_code_fence(text: str) -> str:
