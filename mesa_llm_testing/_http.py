@@ -3,7 +3,7 @@
 Every client reaches it the same way, over a real socket (see ``_server``):
 litellm (httpx and aiohttp), the OpenAI SDK (httpx2), httpx, urllib, curl,
 another process. Faults are real HTTP: 429 with ``retry-after`` /
-``retry-after-ms`` and ``x-ratelimit-*`` headers; 500/503 with OpenAI error
+``retry-after-ms`` and ``x-ratelimit-*`` headers; 500/502/503/504 with OpenAI error
 bodies; a timeout is a response that stalls (up to ``stall`` seconds, or until
 the client hangs up) and then closes the connection without an answer; a
 connection error is a reset connection; malformed and empty replies are 200s.

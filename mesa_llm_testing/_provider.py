@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 PROVIDER: Final = "mesa-fake"
 #: The URL errors claim to come from (nothing is ever sent there).
 ENDPOINT: Final = "https://mesa-fake.invalid/v1/chat/completions"
-_EXCEPTION_PREFIX: Final = "Mesa-fakeException - "
 #: optional_params the fake interprets itself or that only steer litellm / the SDK.
 _NOT_PARAMS: Final = frozenset(
     {"tools", "tool_choice", "response_format", "max_retries", "stream", "extra_headers"}
@@ -71,33 +70,62 @@ _asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # --------------------------------------------------------------------------- faults as errors
 
 
+#: For each server-error status, the exception litellm raises when an OpenAI(-compatible)
+#: endpoint answers with it, and the label litellm puts before the provider's name
+#: (``litellm_core_utils/exception_mapping_utils.py``: 504 is a gateway *timeout*).
+_SERVER_ERROR_CLASSES: Final = {
+    500: ("InternalServerError", "InternalServerError: "),
+    502: ("BadGatewayError", "BadGatewayError: "),
+    503: ("ServiceUnavailableError", "ServiceUnavailableError: "),
+    504: ("Timeout", "Timeout Error: "),
+}
+
+
+def _as_sent(model: str) -> tuple[str, str]:
+    """(provider, model on the wire) of ``model`` as litellm splits it; no prefix is OpenAI."""
+    prefix, slash, rest = model.partition("/")
+    if slash and (prefix == PROVIDER or prefix in litellm.provider_list):
+        return prefix, rest
+    return "openai", model
+
+
 def fault_exception(fake: FakeCore, request: FakeRequest, kind: FaultKind) -> Exception:
-    """The litellm exception a real provider failure of ``kind`` arrives as."""
-    model = request.model
+    """The litellm exception a real provider failure of ``kind`` arrives as.
+
+    Class, ``status_code`` and message are what litellm raises for the same HTTP answer
+    from an OpenAI-compatible endpoint (``FakeLLM.http()``); ``tests/test_layers_agree.py``
+    compares the two layers for every fault.
+    """
+    provider, model = _as_sent(request.model)
+    # litellm's own naming (exception_mapping_utils): "OpenAIException", "AnthropicException".
+    source = (
+        "OpenAIException"
+        if provider == "openai"
+        else provider[0].upper() + provider[1:] + "Exception"
+    )
     http_request = httpx.Request("POST", ENDPOINT)
     request_id = "req_" + fake.rng(request, "request-id").hex(24)
+    exc: Exception
     if kind is FaultKind.RATE_LIMIT:
         error = rate_limit_error(model, fake.retry_after)
         headers = rate_limit_headers(fake.retry_after, request_id)
         response = httpx.Response(429, headers=headers, json={"error": error}, request=http_request)
-        exc: Exception = litellm.RateLimitError(
-            message=_EXCEPTION_PREFIX + error["message"],
-            llm_provider=PROVIDER,
+        exc = litellm.RateLimitError(
+            message=f"RateLimitError: {source} - {error['message']}",
+            llm_provider=provider,
             model=model,
             response=response,
             headers={k: headers[k] for k in ("retry-after", "retry-after-ms")},
             body=error,
         )
-        # Where litellm keeps a real provider's response headers (e.response.headers is rebuilt).
-        exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
-        return exc
-    if kind is FaultKind.TIMEOUT:
+    elif kind is FaultKind.TIMEOUT:
+        # The OpenAI SDK's APITimeoutError, as litellm reports it (no HTTP answer at all).
         return litellm.Timeout(
-            message=_EXCEPTION_PREFIX + "Request timed out.",
+            message="APITimeoutError - Request timed out. Error_str: Request timed out.",
             model=model,
-            llm_provider=PROVIDER,
+            llm_provider=provider,
         )
-    if kind is FaultKind.SERVER_ERROR:
+    elif kind is FaultKind.SERVER_ERROR:
         status, error = SERVER_ERRORS[fake.fault_variant(request, len(SERVER_ERRORS))]
         response = httpx.Response(
             status,
@@ -105,23 +133,32 @@ def fault_exception(fake: FakeCore, request: FakeRequest, kind: FaultKind) -> Ex
             json={"error": error},
             request=http_request,
         )
-        cls = litellm.InternalServerError if status == 500 else litellm.ServiceUnavailableError
-        exc = cls(
-            message=f"{_EXCEPTION_PREFIX}{error['message']}",
-            llm_provider=PROVIDER,
+        name, label = _SERVER_ERROR_CLASSES[status]
+        message = f"{label}{source} - {error['message']}"
+        if name == "Timeout":
+            exc = litellm.Timeout(
+                message=message,
+                model=model,
+                llm_provider=provider,
+                exception_status_code=status,
+                response=response,
+            )
+        else:
+            exc = getattr(litellm, name)(
+                message=message, llm_provider=provider, model=model, response=response
+            )
+    elif kind is FaultKind.CONNECTION_ERROR:
+        # litellm's OpenAI path turns the SDK's APIConnectionError into a 500 with this text.
+        return litellm.InternalServerError(
+            message=f"InternalServerError: {source} - Connection error.",
+            llm_provider=provider,
             model=model,
-            response=response,
         )
-        exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
-        return exc
-    if kind is FaultKind.CONNECTION_ERROR:
-        return litellm.APIConnectionError(
-            message=_EXCEPTION_PREFIX + "Connection error.",
-            llm_provider=PROVIDER,
-            model=model,
-            request=http_request,
-        )
-    raise ValueError(f"mesa_llm_testing: fault kind {kind.value!r} is not an error fault")
+    else:
+        raise ValueError(f"mesa_llm_testing: fault kind {kind.value!r} is not an error fault")
+    # Where litellm keeps a real provider's response headers (e.response.headers is rebuilt).
+    exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
+    return exc
 
 
 # --------------------------------------------------------------------------- the provider

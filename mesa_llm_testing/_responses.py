@@ -611,7 +611,8 @@ def rate_limit_error(model: str, retry_after: float) -> dict[str, Any]:
     }
 
 
-#: (status, ``error`` object) of the two server errors OpenAI returns, chosen per call.
+#: (status, ``error`` object) of the server errors OpenAI returns, chosen per call: its own
+#: 500 and 503, and the 502 and 504 its Cloudflare front answers with (``cf_*`` types).
 SERVER_ERRORS: Final = (
     (
         500,
@@ -630,5 +631,13 @@ SERVER_ERRORS: Final = (
             "param": None,
             "code": None,
         },
+    ),
+    (
+        502,
+        {"message": "Bad gateway.", "type": "cf_bad_gateway", "param": None, "code": 502},
+    ),
+    (
+        504,
+        {"message": "Gateway timeout.", "type": "cf_gateway_timeout", "param": None, "code": 504},
     ),
 )

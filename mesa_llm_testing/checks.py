@@ -40,9 +40,13 @@ __all__ = [
 EXPECTED_EXCEPTIONS: Final[Mapping[FaultKind, frozenset[str]]] = {
     FaultKind.RATE_LIMIT: frozenset({"RateLimitError"}),
     FaultKind.TIMEOUT: frozenset({"Timeout"}),
-    FaultKind.SERVER_ERROR: frozenset({"InternalServerError", "ServiceUnavailableError"}),
-    # litellm reports a reset connection to an OpenAI endpoint as a 500 "Connection error.".
-    FaultKind.CONNECTION_ERROR: frozenset({"APIConnectionError", "InternalServerError"}),
+    # 500, 502, 503 and 504 as litellm maps them for an OpenAI endpoint (504: a gateway timeout).
+    FaultKind.SERVER_ERROR: frozenset(
+        {"InternalServerError", "BadGatewayError", "ServiceUnavailableError", "Timeout"}
+    ),
+    # litellm reports a reset connection to an OpenAI endpoint as a 500 "Connection error.";
+    # other clients (the OpenAI SDK itself, other litellm providers) as APIConnectionError.
+    FaultKind.CONNECTION_ERROR: frozenset({"InternalServerError", "APIConnectionError"}),
     FaultKind.EMPTY_RESPONSE: frozenset({"EmptyResponseError"}),
     FaultKind.MALFORMED_JSON: frozenset({"MalformedResponseError", "ToolArgumentsError"}),
 }

@@ -397,7 +397,10 @@ def test_fake_llm_http_serves_the_openai_api(
         @pytest.mark.asyncio
         async def test_async_server_error(fake_llm_http, llm_faults):
             llm_faults.at(agent=None, step=None, call=0, kind="server_error")
-            with pytest.raises((litellm.InternalServerError, litellm.ServiceUnavailableError)):
+            with pytest.raises(
+                (litellm.InternalServerError, litellm.BadGatewayError,
+                 litellm.ServiceUnavailableError, litellm.Timeout)
+            ):
                 await litellm.acompletion(api_base=fake_llm_http, **REQUEST)
             assert [fault.layer for fault in llm_faults.injected] == ["http"]
         """

@@ -5,6 +5,8 @@ Markers (an HTML comment on the line before the fence):
 * ``<!-- runnable -->`` before a ``python`` block: run in a fresh interpreter in a tmp dir;
   before a ``bash`` block: each ``mesa-llm-testing`` line runs (exit status 0).
 * ``<!-- runnable: exit 2 -->``: the same, expecting a usage error (exit status 2).
+* ``<!-- runnable: serve -->`` before a ``console`` block: the ``mesa-llm-testing serve``
+  session, replayed against a fresh server (its curl requests sent with urllib).
 * ``<!-- runnable: NAME.py -->``: the block is a file written as NAME.py (the downstream test
   file); ``<!-- runnable: pytest -->`` is the pytest command run on it, and its output must show
   what the README's sample output shows (the failures, the faults and the repro line).
@@ -12,11 +14,15 @@ Markers (an HTML comment on the line before the fence):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -102,3 +108,47 @@ def test_the_downstream_test_file_fails_and_reproduces_as_shown(tmp_path: Path) 
     again = run([sys.executable, "-m", *shlex.split(repro), "-p", "no:cacheprovider"], tmp_path)
     assert "1 failed" in again.stdout
     assert "  timeout at agent=4 step=2 call=0 (provider)" in again.stdout
+
+
+def test_the_serve_session_answers_as_shown() -> None:
+    """The README's ``serve`` session, replayed against a fresh server: same answers."""
+    (session,) = blocks("console", "serve")
+    commands: list[tuple[str, list[str]]] = []  # (command, the output lines shown after it)
+    for line in session.replace("\\\n", " ").splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        else:
+            commands[-1][1].append(line)
+    (serve, (shown_url,)), *curls = commands
+    argv = shlex.split(serve.removesuffix("&").strip())
+    assert argv[:2] == ["mesa-llm-testing", "serve"]
+    process = subprocess.Popen(
+        [str(BIN / argv[0]), *argv[1:]], stdout=subprocess.PIPE, text=True, env=env()
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()  # the first line is the base URL
+        for base in (url, shown_url):
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base), base
+        for command, (shown,) in curls:
+            args = shlex.split(command.replace(shown_url.removesuffix("/v1"), url[:-3]))
+            body = args[args.index("-d") + 1].encode() if "-d" in args else None
+            headers = dict([args[args.index("-H") + 1].split(": ", 1)]) if "-H" in args else {}
+            (target,) = [arg for arg in args if arg.startswith("http:")]
+            request = urllib.request.Request(target, data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    got = json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                assert exc.code >= 400
+                got = json.loads(exc.read())
+            expected = json.loads(shown)
+            if "latency_ms" in expected:  # timings differ from run to run; their shape does not
+                assert got.pop("latency_ms").keys() == expected.pop("latency_ms").keys()
+            assert got == expected, command
+        process.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

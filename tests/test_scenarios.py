@@ -11,8 +11,13 @@ from mesa import Model
 
 import mesa_llm_testing.scenarios as scenarios
 from mesa_llm.parallel_stepping import StepReport, parallel_stepping
-from mesa_llm_testing import FakeLLM, FaultPlan, RunTrace, run_scenario
-from mesa_llm_testing.checks import check_isolation, check_ordering, check_reproducible
+from mesa_llm_testing import FakeLLM, FaultKind, FaultPlan, RunTrace, run_scenario
+from mesa_llm_testing.checks import (
+    EXPECTED_EXCEPTIONS,
+    check_isolation,
+    check_ordering,
+    check_reproducible,
+)
 from mesa_llm_testing.scenarios import (
     DEFAULT_SCENARIO,
     REGISTRY,
@@ -94,7 +99,7 @@ def test_every_agent_failing_never_crashes_the_model(name: str) -> None:
 
     for step in trace.steps:
         assert step.failed  # everyone who called the LLM failed
-        assert set(step.failed.values()) <= {"InternalServerError", "ServiceUnavailableError"}
+        assert set(step.failed.values()) <= EXPECTED_EXCEPTIONS[FaultKind.SERVER_ERROR]
     check_isolation(trace)
 
 
