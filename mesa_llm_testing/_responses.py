@@ -7,13 +7,14 @@ Everything here is pure and cheap: no litellm import until a reply is turned int
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Final
+
+from mesa_llm_testing._rng import _SENTENCES, _WORDS, Rng
+from mesa_llm_testing._schema_values import SchemaValues, violate_schema
 
 __all__ = ["FakeReply", "FakeToolCall", "RequestShape", "Rng"]
 
@@ -21,65 +22,7 @@ __all__ = ["FakeReply", "FakeToolCall", "RequestShape", "Rng"]
 CREATED: Final = 1_700_000_000
 SYSTEM_FINGERPRINT: Final = "fp_mesa_fake"
 
-_MASK64: Final = (1 << 64) - 1
 _MAPS: Final = (dict, Mapping)  # dict first: isinstance on the ABC alone is slow
-_MAX_DEPTH: Final = 6
-
-_SENTENCES: Final = (
-    "I will stay where I am and observe my surroundings.",
-    "I will move towards the nearest neighbour.",
-    "I agree with the proposal.",
-    "I decline; the offer does not suit me.",
-    "I will share what I know with the others.",
-    "Let me wait one more step before deciding.",
-    "I will explore the area to the north.",
-    "I will trade with the agent next to me.",
-    "I need more information before I act.",
-    "I will cooperate this round.",
-)
-_WORDS: Final = (
-    "alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harbor",
-    "iris", "juniper", "kestrel", "lumen", "meadow", "nova", "orchid", "pebble",
-)  # fmt: skip
-
-
-class Rng:
-    """A tiny deterministic SplitMix64 stream (cheaper to seed than ``random.Random``)."""
-
-    __slots__ = ("_state",)
-
-    def __init__(self, *parts: object) -> None:
-        key = "\x1f".join([str(p) for p in parts]).encode()  # str(None) == "None"
-        digest = hashlib.blake2b(key, digest_size=8, person=b"mesa-fake-reply").digest()
-        self._state = int.from_bytes(digest, "big")
-
-    def next(self) -> int:
-        """The next 64-bit value."""
-        self._state = (self._state + 0x9E3779B97F4A7C15) & _MASK64
-        z = self._state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        return z ^ (z >> 31)
-
-    def below(self, n: int) -> int:
-        """An integer in ``range(n)``."""
-        return self.next() % n if n > 0 else 0
-
-    def uniform(self) -> float:
-        """A float in ``[0, 1)``."""
-        return (self.next() >> 11) / float(1 << 53)
-
-    def choice(self, items: Sequence[Any]) -> Any:
-        """One of ``items``."""
-        return items[self.below(len(items))]
-
-    def hex(self, length: int) -> str:
-        """``length`` hex digits."""
-        out = ""
-        while len(out) < length:
-            out += f"{self.next():016x}"
-        return out[:length]
-
 
 # --------------------------------------------------------------------------- reply types
 
@@ -391,195 +334,6 @@ def truncate_json(text: str) -> str:
         except ValueError:
             return cut
         cut += ',"'  # a complete prefix (e.g. a bare number) made invalid
-
-
-def violate_schema(schema: Mapping[str, Any], rng: Rng) -> Any:
-    """Valid JSON that does not match ``schema``: a required field missing, or the wrong type."""
-    resolved = SchemaValues(schema, rng).resolve(schema)
-    valid = SchemaValues(schema, rng).value()
-    required = resolved.get("required") or []
-    if isinstance(valid, dict) and required:
-        broken = dict(valid)
-        broken.pop(required[rng.below(len(required))], None)
-        return broken
-    kind = _type_of(resolved)
-    if kind == "object":
-        return [valid]
-    if kind == "array":
-        return {"items": valid}
-    if kind in ("integer", "number", "boolean", "null"):
-        return "not a " + kind
-    return {"unexpected": valid}
-
-
-def _type_of(schema: Mapping[str, Any]) -> str | None:
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-    if kind is None and "properties" in schema:
-        return "object"
-    return kind if isinstance(kind, str) else None
-
-
-class SchemaValues:
-    """Plausible values for a JSON schema (the subset tools and structured outputs use)."""
-
-    __slots__ = ("_rng", "_root")
-
-    def __init__(self, root: Mapping[str, Any], rng: Rng) -> None:
-        self._root = root
-        self._rng = rng
-
-    def value(self) -> Any:
-        """A value matching the root schema."""
-        return self._gen(self._root, "value", 0)
-
-    def resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``schema`` with local ``$ref`` and ``allOf`` merged in."""
-        seen = 0
-        while "$ref" in schema and seen < 16:
-            schema = {
-                **self._lookup(str(schema["$ref"])),
-                **{k: v for k, v in schema.items() if k != "$ref"},
-            }
-            seen += 1
-        if "allOf" in schema:
-            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                part = self.resolve(part)
-                for key, val in part.items():
-                    if key == "properties":
-                        merged["properties"] = {**merged.get("properties", {}), **val}
-                    elif key == "required":
-                        merged["required"] = [*merged.get("required", []), *val]
-                    else:
-                        merged.setdefault(key, val)
-            schema = merged
-        return schema
-
-    def _lookup(self, ref: str) -> Mapping[str, Any]:
-        if not ref.startswith("#/"):
-            return {}
-        node: Any = self._root
-        for part in ref[2:].split("/"):
-            node = (
-                node.get(part.replace("~1", "/").replace("~0", "~"), {})
-                if isinstance(node, _MAPS)
-                else {}
-            )
-        return node if isinstance(node, _MAPS) else {}
-
-    def _gen(self, schema: Any, name: str, depth: int) -> Any:
-        if not isinstance(schema, _MAPS):
-            return None
-        if "$ref" in schema or "allOf" in schema:
-            schema = self.resolve(schema)
-        rng = self._rng
-        if "const" in schema:
-            return schema["const"]
-        if schema.get("enum"):
-            return rng.choice(schema["enum"])
-        options = schema.get("anyOf") or schema.get("oneOf")
-        if options:
-            non_null = [
-                o for o in options if not (isinstance(o, _MAPS) and o.get("type") == "null")
-            ]
-            return self._gen(rng.choice(non_null or options), name, depth + 1)
-        if "default" in schema and rng.below(4) == 0:
-            return schema["default"]
-        kind = schema.get("type")
-        if not isinstance(kind, str):
-            kind = _type_of(schema)
-        if kind == "object" or (kind is None and "properties" in schema):
-            return self._object(schema, depth)
-        if kind == "array":
-            return self._array(schema, name, depth)
-        if kind == "integer":
-            lo, hi = self._bounds(schema, integer=True)
-            return int(lo) + rng.below(int(hi) - int(lo) + 1)
-        if kind == "number":
-            lo, hi = self._bounds(schema, integer=False)
-            return round(lo + (hi - lo) * rng.uniform(), 2) if hi > lo else lo
-        if kind == "boolean":
-            return rng.below(2) == 1
-        if kind == "null":
-            return None
-        return self._string(schema, name)
-
-    def _object(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
-        props: Mapping[str, Any] = schema.get("properties") or {}
-        required = set(schema.get("required") or [])
-        out: dict[str, Any] = {}
-        for key, sub in props.items():
-            if depth >= _MAX_DEPTH and key not in required:
-                continue
-            out[key] = self._gen(sub, key, depth + 1)
-        return out
-
-    def _array(self, schema: Mapping[str, Any], name: str, depth: int) -> list[Any]:
-        lo = int(schema.get("minItems", 0))
-        hi = int(schema.get("maxItems", max(lo, 3)))
-        count = lo if depth >= _MAX_DEPTH else min(hi, max(lo, 1 + self._rng.below(3)))
-        prefix = schema.get("prefixItems") or []
-        items = schema.get("items", {})
-        out = [self._gen(prefix[i], name, depth + 1) for i in range(min(count, len(prefix)))]
-        while len(out) < count:
-            out.append(self._gen(items, name, depth + 1))
-        if schema.get("uniqueItems"):
-            unique: list[Any] = []
-            for item in out:
-                if item not in unique:
-                    unique.append(item)
-            out = unique if len(unique) >= lo else out
-        return out
-
-    @staticmethod
-    def _bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[float, float]:
-        step = 1.0 if integer else 0.01
-        lo: float | None = schema.get("minimum")
-        if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
-            lo = schema["exclusiveMinimum"] + step
-        hi: float | None = schema.get("maximum")
-        if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
-            hi = schema["exclusiveMaximum"] - step
-        if lo is None:
-            lo = 0.0 if hi is None else hi - 10
-        if hi is None:
-            hi = lo + 10
-        if integer:
-            lo, hi = float(math.ceil(lo)), float(math.floor(hi))
-        return float(lo), float(max(lo, hi))
-
-    def _string(self, schema: Mapping[str, Any], name: str) -> str:
-        rng = self._rng
-        fmt = schema.get("format")
-        if fmt == "date-time":
-            text = f"2024-01-{1 + rng.below(28):02d}T{rng.below(24):02d}:00:00Z"
-        elif fmt == "date":
-            text = f"2024-01-{1 + rng.below(28):02d}"
-        elif fmt == "email":
-            text = f"{rng.choice(_WORDS)}@example.com"
-        elif fmt in ("uri", "url"):
-            text = f"https://example.com/{rng.choice(_WORDS)}"
-        elif fmt == "uuid":
-            h = rng.hex(32)
-            text = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
-        else:
-            text = (
-                f"{rng.choice(_WORDS)}-{rng.below(100)}"
-                if name == "value"
-                else f"{name}-{rng.choice(_WORDS)}"
-            )
-        lo = int(schema.get("minLength", 0))
-        hi = schema.get("maxLength")
-        if len(text) < lo:
-            text += "x" * (lo - len(text))
-        if hi is not None:
-            text = text[: int(hi)]
-        return text
-
-
-# --------------------------------------------------------------------------- OpenAI-shaped errors
 
 
 def rate_limit_headers(retry_after: float, request_id: str) -> dict[str, str]:

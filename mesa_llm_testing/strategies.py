@@ -27,15 +27,9 @@ from hypothesis import strategies as st
 
 from mesa_llm_testing._faults import FaultKind, FaultPlan
 from mesa_llm_testing._plans import replay_command
-from mesa_llm_testing._responses import (
-    FakeReply,
-    FakeToolCall,
-    Rng,
-    SchemaValues,
-    empty_reply,
-    truncate_json,
-    violate_schema,
-)
+from mesa_llm_testing._responses import FakeReply, FakeToolCall, empty_reply, truncate_json
+from mesa_llm_testing._rng import Rng
+from mesa_llm_testing._schema_values import SchemaValues, violate_schema
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy

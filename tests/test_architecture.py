@@ -36,6 +36,8 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "harness core": (
         "mesa_llm_testing._faults",
         "mesa_llm_testing._responses",
+        "mesa_llm_testing._rng",
+        "mesa_llm_testing._schema_values",
         "mesa_llm_testing._calls",
         "mesa_llm_testing._fake",
         "mesa_llm_testing._plans",
@@ -323,3 +325,13 @@ def _where(violation: str, edges: list[Edge]) -> str:
     else:
         lines = [e for e in edges if f" {e.source} -> {e.target} " in violation]
     return "; ".join(f"{e.source} line {e.line} imports {e.target}" for e in lines[:6])
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """Modules of one job stay readable: about 400 lines, never over 600."""
+    too_long = {
+        name: length
+        for name, path in _modules().items()
+        if (length := len(path.read_text().splitlines())) > 600
+    }
+    assert not too_long, f"split these modules by job: {too_long}"
