@@ -365,12 +365,25 @@ def type_name(value: Any) -> str:
 
 
 def _memory_llm(agent: Any, llm_model: str, api_base: str | None) -> ModuleLLM:
-    """A ``ModuleLLM`` for a memory's own calls, attributed to its agent, seeded from it."""
+    """A ``ModuleLLM`` for a memory's own calls, attributed to its agent, seeded from it.
+
+    It inherits the agent's LLM settings (``retry``, ``timeout``, and for the same
+    model and endpoint ``api_key`` and the completion options), so a consolidation
+    call is retried, timed out and faulted like the agent's own calls.
+    """
     from mesa_llm.module_llm import ModuleLLM
 
-    agent_seed = getattr(getattr(agent, "llm", None), "seed", None)
-    seed = None
-    if isinstance(agent_seed, int):
-        digest = hashlib.blake2b(f"{agent_seed}:memory".encode(), digest_size=8).digest()
-        seed = int.from_bytes(digest, "big")
-    return ModuleLLM(llm_model, api_base, seed=seed, agent=agent)
+    own = getattr(agent, "llm", None)
+    if not isinstance(own, ModuleLLM):
+        return ModuleLLM(llm_model, api_base, agent=agent)
+    digest = hashlib.blake2b(f"{own.seed}:memory".encode(), digest_size=8).digest()
+    inherited: dict[str, Any] = {"retry": own.retry, "timeout": own.timeout}
+    if (llm_model, api_base) == (own.llm_model, own.api_base):
+        inherited.update(own.completion_kwargs, api_key=own.api_key)
+    return ModuleLLM(
+        llm_model,
+        api_base,
+        seed=int.from_bytes(digest, "big") if own.seed is not None else None,
+        agent=agent,
+        **inherited,
+    )

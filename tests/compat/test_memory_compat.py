@@ -337,10 +337,8 @@ def test_an_llm_agent_with_a_release_memory_consolidates(fake_llm: FakeLLM) -> N
             super().__init__(model, llm_model=LLM, step_prompt="Stay alive.")
             self.memory = STLTMemory(self, 2, 1, display=False, llm_model=LLM)
 
-        def step(self) -> None:  # the release's LLMAgent wraps a step like this
-            self.memory.process_step(pre_step=True)
+        def step(self) -> None:  # wrapped by LLMAgent: the memory's pre/post step run once
             super().step()
-            self.memory.process_step()
 
     model = Model(seed=3)
     agent = Villager(model)
