@@ -1,7 +1,8 @@
 """mesa_llm: resilient parallel stepping and an LLM layer for Mesa agent-based models.
 
 Importing this package is cheap: it patches nothing and does not import litellm.
-The LLM layer (``ModuleLLM``, ``LLMAgent``, reasoning) is loaded on first access.
+The LLM layer (``ModuleLLM``, ``LLMAgent``, reasoning) and ``record_model`` (as mesa-llm
+0.3 exports it) are loaded on first access.
 The ``parallel_stepping`` context manager lives in :mod:`mesa_llm.parallel_stepping`
 (the package attribute of that name is the module).
 """
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         Reasoning,
         ReWOOReasoning,
     )
+    from mesa_llm.recording import record_model
     from mesa_llm.tools import ToolManager, tool
 
 __version__ = "0.4.0.dev0"
@@ -73,6 +75,7 @@ _LAZY: dict[str, str] = {
     "Reasoning": "mesa_llm.reasoning",
     "ToolManager": "mesa_llm.tools",
     "tool": "mesa_llm.tools",
+    "record_model": "mesa_llm.recording",
 }
 
 __all__ = [
@@ -102,6 +105,7 @@ __all__ = [
     "current_agent",
     "disable_automatic_parallel_stepping",
     "enable_automatic_parallel_stepping",
+    "record_model",
     "step_agents_multithreaded",
     "step_agents_parallel",
     "step_agents_parallel_sync",

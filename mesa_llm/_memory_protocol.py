@@ -14,6 +14,7 @@ import inspect
 from typing import Any
 
 __all__ = [
+    "abort",
     "aprocess",
     "aremember",
     "process",
@@ -91,6 +92,13 @@ async def aprocess(memory: Any, *, pre_step: bool) -> None:
     result = method(pre_step=pre_step)
     if inspect.isawaitable(result):
         await result
+
+
+def abort(memory: Any, error: BaseException | None) -> None:
+    """Close a step that raised (``abort_step``), when the memory has the two-phase protocol."""
+    method = getattr(memory, "abort_step", None)
+    if method is not None:
+        method(error)
 
 
 def _obs_content(obs: Any) -> dict[str, Any]:

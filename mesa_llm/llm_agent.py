@@ -23,7 +23,6 @@ from mesa import Agent, Model
 from mesa_llm import _memory_protocol as memory_protocol
 from mesa_llm._observation import neighbours, position, public_state
 from mesa_llm._types import Observation, Plan
-from mesa_llm.memory import ShortTermMemory
 from mesa_llm.module_llm import ModuleLLM
 from mesa_llm.parallel_stepping._methods import _defers_to_sync
 from mesa_llm.reasoning import CoTReasoning, Reasoning
@@ -210,8 +209,15 @@ class LLMAgent(Agent):
         memory_protocol.process(self.memory, pre_step=True)
 
     def post_step(self) -> None:
-        """After each step (also a failed one): the memory finalizes the step's entry."""
+        """After a step that succeeded: the memory files the step's entry (and may consolidate)."""
         memory_protocol.process(self.memory, pre_step=False)
+
+    def abort_step(self, error: BaseException | None = None) -> None:
+        """After a step that raised: the memory files what the step recorded, with ``step_error``.
+
+        No LLM call (no consolidation); the next step starts clean.
+        """
+        memory_protocol.abort(self.memory, error)
 
     async def apre_step(self) -> None:
         """Async ``pre_step``."""
@@ -259,9 +265,12 @@ def _with_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
         try:
             self.pre_step()
             try:
-                return step(self, *args, **kwargs)
-            finally:
-                self.post_step()
+                result = step(self, *args, **kwargs)
+            except BaseException as error:  # re-raised: the memory only closes the step
+                self.abort_step(error)
+                raise
+            self.post_step()
+            return result
         finally:
             setattr(self, _HOOK_DEPTH, 0)
 
@@ -278,9 +287,12 @@ def _with_async_hooks(astep: Callable[..., Any]) -> Callable[..., Any]:
         try:
             await self.apre_step()
             try:
-                return await astep(self, *args, **kwargs)
-            finally:
-                await self.apost_step()
+                result = await astep(self, *args, **kwargs)
+            except BaseException as error:  # re-raised: the memory only closes the step
+                self.abort_step(error)
+                raise
+            await self.apost_step()
+            return result
         finally:
             setattr(self, _HOOK_DEPTH, 0)
 
@@ -292,13 +304,9 @@ LLMAgent.astep = _with_async_hooks(LLMAgent.astep)  # type: ignore[method-assign
 
 
 def _default_memory(agent: LLMAgent, capacity: int) -> Any:
-    """mesa-llm 0.3's default ``STLTMemory`` when the memory package has it, else ours."""
-    try:
-        from mesa_llm.memory.st_lt_memory import STLTMemory  # type: ignore[import-not-found]
-    except ImportError:
-        # TODO(HB4b): the mesa_llm/memory/ package (STLTMemory with release semantics) lands
-        # in HB4b's branch; until the lead merges it, our ShortTermMemory(capacity) stays.
-        return ShortTermMemory(capacity)
+    """mesa-llm 0.3's default: an ``STLTMemory`` consolidating with the agent's LLM settings."""
+    from mesa_llm.memory.st_lt_memory import STLTMemory
+
     return STLTMemory(
         agent=agent,
         short_term_capacity=capacity,

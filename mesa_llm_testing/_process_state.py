@@ -10,11 +10,17 @@ a module the test never imported has nothing to restore.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ProcessState"]
+__all__ = ["ProcessState", "recordings_kept_out_of_cwd"]
+
+_RECORDINGS_DIR_ENV = "MESA_LLM_RECORDINGS_DIR"  # mesa_llm.recording.RECORDINGS_DIR_ENV
 
 _STEPPING = "mesa_llm.parallel_stepping"
 _PROVIDER = "mesa_llm_testing._provider"
@@ -65,3 +71,21 @@ class ProcessState:
                 "deactivated it after the test (use 'with fake.activate():')"
             )
         return leaks
+
+
+@contextlib.contextmanager
+def recordings_kept_out_of_cwd() -> Iterator[None]:
+    """``$MESA_LLM_RECORDINGS_DIR`` set to a fresh temporary directory unless the user set it.
+
+    A ``@record_model`` model's relative ``output_dir`` then lands there, never in the
+    working directory of the test run. The variable is put back afterwards; the
+    directory is left (a recorder saves at interpreter exit, after the run).
+    """
+    if os.environ.get(_RECORDINGS_DIR_ENV):
+        yield
+        return
+    os.environ[_RECORDINGS_DIR_ENV] = tempfile.mkdtemp(prefix="mesa-llm-recordings-")
+    try:
+        yield
+    finally:
+        os.environ.pop(_RECORDINGS_DIR_ENV, None)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
-from mesa_llm_testing._process_state import ProcessState
+from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
 
 SECTION_TITLE = "mesa-llm faults"
 """Title of the report section added to a failing test that used the plugin's fixtures."""
@@ -34,6 +34,7 @@ _TRACE_FORMAT = 1
 _SESSION_KEY = pytest.StashKey["SessionFaults"]()
 _PLAN_KEY = pytest.StashKey[FaultPlan]()
 _STATE_KEY = pytest.StashKey[ProcessState]()
+_RECORDINGS_KEY = pytest.StashKey[Any]()  # the test's recordings_kept_out_of_cwd()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +185,9 @@ class SessionFaults:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         item.stash[_STATE_KEY] = ProcessState.capture()
+        recordings = recordings_kept_out_of_cwd()
+        recordings.__enter__()
+        item.stash[_RECORDINGS_KEY] = recordings
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -191,6 +195,10 @@ class SessionFaults:
         try:
             return (yield)
         finally:
+            recordings = item.stash.get(_RECORDINGS_KEY, None)
+            if recordings is not None:
+                del item.stash[_RECORDINGS_KEY]
+                recordings.__exit__(None, None, None)
             before = item.stash.get(_STATE_KEY, None)
             if before is not None:
                 del item.stash[_STATE_KEY]

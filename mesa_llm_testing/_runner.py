@@ -16,7 +16,7 @@ from mesa_llm_testing._discovery import resolve_scenario
 from mesa_llm_testing._fakellm import FakeLLM
 from mesa_llm_testing._faults import FaultPlan
 from mesa_llm_testing._plans import plan_settings
-from mesa_llm_testing._process_state import ProcessState
+from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
 from mesa_llm_testing._recording import Recorder, recording_shuffle_do, run_step
 from mesa_llm_testing._trace import RunTrace, StepTrace
 
@@ -129,6 +129,7 @@ class ScenarioRun:
             # A model that switches automatic stepping on while it is built (mesa-llm 0.3
             # style: ``parallel_stepping = True`` and LLMAgents) must not outlive the run.
             stack.callback(ProcessState.capture().restore)
+            stack.enter_context(recordings_kept_out_of_cwd())
             plan.reset()
             stack.enter_context(self.fake.activate())
             stack.callback(self._leave_mode)

@@ -218,8 +218,17 @@ def test_default_step_observes_plans_and_acts() -> None:
         agent.model.step()
         asyncio.run(agent.astep())
     assert agent.notebook == ["hello", "HEY"]
-    assert [obs.step for obs in agent.memory.observations] == [0, 1]
-    assert len(agent.memory.plans) == 2
+    # The default memory (mesa-llm 0.3's STLTMemory) files one entry per step.
+    entries = list(agent.memory.short_term_memory)
+    assert [entry.step for entry in entries] == [0, 1]
+    assert [entry.content["observation"]["self_state"]["agent_unique_id"] for entry in entries] == [
+        agent.unique_id
+    ] * 2
+    assert all("Action: " in str(entry.content["plan"]) for entry in entries)
+    assert [entry.content["action"][0]["tool_calls"] for entry in entries] == [
+        [{"name": "note", "response": "noted hello"}],
+        [{"name": "shout", "response": "shouted"}],
+    ]
     # Sequential calls are attributed to the agent (the harness keys faults on this).
     assert [(c.agent, c.step) for c in fake.calls] == [(agent.unique_id, s) for s in (0, 0, 1, 1)]
     assert "Keep notes." in fake.calls[0].messages[1]["content"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -779,3 +780,43 @@ def test_no_request_leaves_the_machine_while_fake_llm_is_active(
     )
     result = pytester.runpytest_inprocess("-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+RECORDING_TEST = """
+import os
+from pathlib import Path
+from mesa import Model
+from mesa_llm.recording import record_model
+
+@record_model(save_at_exit=False)
+class Recorded(Model):
+    def step(self):
+        pass
+
+def test_records():
+    model = Recorded(seed=1)
+    model.step()
+    path = model.recorder.save()
+    Path("where.txt").write_text(str(path))
+"""
+
+
+@pytest.mark.parametrize("user_dir", [False, True], ids=["unset", "set-by-user"])
+def test_recordings_never_land_in_the_working_directory(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, user_dir: bool
+) -> None:
+    mine = pytester.path / "mine"
+    if user_dir:
+        monkeypatch.setenv("MESA_LLM_RECORDINGS_DIR", str(mine))
+    else:
+        monkeypatch.delenv("MESA_LLM_RECORDINGS_DIR", raising=False)
+    pytester.makepyfile(RECORDING_TEST)
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+    saved = Path((pytester.path / "where.txt").read_text())
+    assert saved.is_file()
+    assert not (pytester.path / "recordings").exists()
+    if user_dir:
+        assert saved.parent == mine / "recordings"
+    else:
+        assert pytester.path not in saved.parents
+        assert "MESA_LLM_RECORDINGS_DIR" not in os.environ  # put back after the test

@@ -34,3 +34,14 @@ def test_importing_the_packages_imports_neither_litellm_nor_hypothesis_nor_respx
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_record_model_is_exported_lazily_as_in_mesa_llm_0_3() -> None:
+    code = (
+        "import sys, mesa_llm\n"
+        "assert 'mesa_llm.recording' not in sys.modules\n"
+        "from mesa_llm import record_model\n"
+        "from mesa_llm.recording import record_model as from_package\n"
+        "assert record_model is from_package and 'litellm' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

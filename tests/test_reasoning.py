@@ -171,14 +171,18 @@ def test_memory_of_earlier_steps_goes_into_the_prompt() -> None:
     )
     with fake.activate():
         agent = make_agent(CoTReasoning)
-        agent.reasoning.plan()
+        agent.step()
         agent.model.step()
-        agent.reasoning.plan()
-    assert [obs.step for obs in agent.memory.observations] == [0, 1]
-    assert [plan.thoughts for plan in agent.memory.plans][-1].endswith("move east")
+        agent.step()
+    # One entry per step (the default STLTMemory): its observation, plan and action.
+    entries = list(agent.memory.short_term_memory)
+    assert [entry.step for entry in entries] == [0, 1]
+    assert all({"observation", "plan", "action"} <= set(entry.content) for entry in entries)
+    assert "move east" in str(entries[-1].content["plan"])
     second_prompt = fake.calls[2].messages[1]["content"]
-    assert "[step 0] plan: Thought 1: nobody is near." in second_prompt
-    assert "wait(turns=2)" in second_prompt
+    earlier = second_prompt[second_prompt.index("Step 0:") :]
+    assert "Thought 1: nobody is near." in earlier
+    assert "'name': 'wait', 'response': '2'" in earlier
 
 
 def test_rewoo_spends_queued_calls_without_asking_the_llm() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -471,3 +472,27 @@ def test_a_session_is_used_inside_its_with_block() -> None:
         _ = session.model
     with pytest.raises(ValueError, match="valid modes are"):
         ScenarioRun(NegotiationModel, seed=SEED, mode="fast")
+
+
+def test_run_scenario_keeps_recordings_out_of_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mesa_llm.recording import record_model
+
+    @record_model(save_at_exit=False)
+    class Recorded(Model):
+        def step(self) -> None:
+            pass
+
+    built: list[Any] = []
+
+    def factory(seed: int) -> Model:
+        built.append(Recorded(seed=seed))
+        return built[-1]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MESA_LLM_RECORDINGS_DIR", raising=False)
+    run_scenario(factory, steps=1, mode="sequential", seed=1)
+    saved = built[0].recorder.save()
+    assert saved.is_file() and tmp_path not in saved.parents
+    assert "MESA_LLM_RECORDINGS_DIR" not in os.environ  # put back after the run

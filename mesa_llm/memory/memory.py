@@ -173,6 +173,7 @@ class Memory(ABC):
         )
         self._lock = threading.RLock()
         self._pending: MemoryEntry | None = None  # the open step's pre-step snapshot
+        self._last_filed: MemoryEntry | None = None  # the entry of the last finished step
         if llm_model:
             self.llm: ModuleLLM = _memory_llm(agent, llm_model, api_base)
 
@@ -219,7 +220,9 @@ class Memory(ABC):
             content = self._merge_step_contents(self.step_content, staged.content)
             self.step_content = {}
             content["step_error"] = {"error": _describe(error)}
-            self._file_aborted(MemoryEntry(content, staged.step, self.agent))
+            entry = MemoryEntry(content, staged.step, self.agent)
+            self._last_filed = entry
+            self._file_aborted(entry)
 
     def _file_aborted(self, entry: MemoryEntry) -> None:
         """Keep a failed step's entry (memories with an entry store append it)."""
@@ -268,6 +271,14 @@ class Memory(ABC):
         with self._lock:
             if self._pending is None and step is not None and self._file_now(kind, content, step):
                 return
+            if self._pending is None and self._joins_last_entry(kind):
+                # Arrived in the model step the agent has already finished (another agent
+                # stepping after it): filed with that step, as if it had arrived during it,
+                # so what the agent sees does not depend on the order agents step in.
+                last = self._last_filed
+                last.content[kind] = [*_as_list(last.content.get(kind, [])), content]  # type: ignore[union-attr]
+                last.content = _in_order(last.content)  # type: ignore[union-attr]
+                return
             if kind in self.additive_event_types:
                 existing = self.step_content.get(kind)
                 if existing is None:
@@ -278,6 +289,14 @@ class Memory(ABC):
                     self.step_content[kind] = [existing, content]
             else:
                 self.step_content[kind] = content
+
+    def _joins_last_entry(self, kind: str) -> bool:
+        """True for an additive event arriving in the model step of the last filed entry."""
+        last = self._last_filed
+        if last is None or kind not in self.additive_event_types:
+            return False
+        steps = getattr(getattr(self.agent, "model", None), "steps", None)
+        return steps is not None and steps == last.step and isinstance(last.content, dict)
 
     def _file_now(self, kind: str, content: Any, step: int) -> bool:
         """Outside a two-phase step, file a typed event directly; False: stage it instead."""
@@ -293,7 +312,7 @@ class Memory(ABC):
                 merged[key] = _as_list(staged) + _as_list(merged[key])
             else:
                 merged[key] = staged
-        return merged
+        return _in_order(merged)
 
     def _open_step(self) -> None:
         """Pre-step: set aside what arrived since the last step (closing an unfinished step)."""
@@ -312,7 +331,9 @@ class Memory(ABC):
             staged, self._pending = self._pending, None
             content = self._merge_step_contents(self.step_content, staged.content)
             self.step_content = {}
-            return MemoryEntry(content, _model_steps(self.agent), self.agent)
+            entry = MemoryEntry(content, _model_steps(self.agent), self.agent)
+            self._last_filed = entry
+            return entry
 
     def _in_progress(self) -> list[MemoryEntry]:
         """The open step's content so far, as an entry (for prompts during the step)."""
@@ -337,6 +358,15 @@ def _typed(entries: Iterable[MemoryEntry]) -> Iterator[MemoryEntry]:
         for kind, value in entry.content.items():
             for item in value if isinstance(value, list) else [value]:
                 yield MemoryEntry(item, entry.step, kind=kind)
+
+
+_ORDER = {"observation": 0, "plan": 1, "plan_execution": 2, "action": 3, "message": 4}
+
+
+def _in_order(content: dict[str, Any]) -> dict[str, Any]:
+    """A step's content in one key order (observation, plan, ..., message, then by name),
+    whatever order its events arrived in: prompts do not depend on the stepping mode."""
+    return dict(sorted(content.items(), key=lambda item: (_ORDER.get(item[0], 5), item[0])))
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -365,12 +395,25 @@ def type_name(value: Any) -> str:
 
 
 def _memory_llm(agent: Any, llm_model: str, api_base: str | None) -> ModuleLLM:
-    """A ``ModuleLLM`` for a memory's own calls, attributed to its agent, seeded from it."""
+    """A ``ModuleLLM`` for a memory's own calls, attributed to its agent, seeded from it.
+
+    It inherits the agent's LLM settings (``retry``, ``timeout``, and for the same
+    model and endpoint ``api_key`` and the completion options), so a consolidation
+    call is retried, timed out and faulted like the agent's own calls.
+    """
     from mesa_llm.module_llm import ModuleLLM
 
-    agent_seed = getattr(getattr(agent, "llm", None), "seed", None)
-    seed = None
-    if isinstance(agent_seed, int):
-        digest = hashlib.blake2b(f"{agent_seed}:memory".encode(), digest_size=8).digest()
-        seed = int.from_bytes(digest, "big")
-    return ModuleLLM(llm_model, api_base, seed=seed, agent=agent)
+    own = getattr(agent, "llm", None)
+    if not isinstance(own, ModuleLLM):
+        return ModuleLLM(llm_model, api_base, agent=agent)
+    digest = hashlib.blake2b(f"{own.seed}:memory".encode(), digest_size=8).digest()
+    inherited: dict[str, Any] = {"retry": own.retry, "timeout": own.timeout}
+    if (llm_model, api_base) == (own.llm_model, own.api_base):
+        inherited.update(own.completion_kwargs, api_key=own.api_key)
+    return ModuleLLM(
+        llm_model,
+        api_base,
+        seed=int.from_bytes(digest, "big") if own.seed is not None else None,
+        agent=agent,
+        **inherited,
+    )

@@ -131,8 +131,13 @@ class STLTMemory(Memory):
             return list(self.short_term_memory)
 
     def format_short_term(self) -> str:
-        """Short-term entries as ``Step N: \\n<content>`` lines, the step in progress last."""
-        return format_entries(self.stored_entries() + self._in_progress())
+        """Finished steps' entries as ``Step N: \\n<content>`` lines (``No recent memory.``).
+
+        The step in progress is not shown (its observation is in the prompt already;
+        what others send during it is filed with it and shown from the next step), so
+        what an agent sees does not depend on the order agents step in.
+        """
+        return format_entries(self.stored_entries())
 
     def format_long_term(self) -> str:
         """The long-term summary."""

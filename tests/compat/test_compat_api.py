@@ -11,9 +11,10 @@ import pytest
 from mesa import Model
 from mesa.discrete_space import CellAgent, OrthogonalMooreGrid
 from mesa.space import MultiGrid
-from release_memory import ReleaseSTLTMemory, remembered
+from release_memory import remembered
 
 from mesa_llm.llm_agent import LLMAgent
+from mesa_llm.memory.st_lt_memory import STLTMemory
 from mesa_llm.module_llm import ModuleLLM
 from mesa_llm.parallel_stepping import enable_automatic_parallel_stepping
 from mesa_llm.reasoning.cot import CoTReasoning
@@ -223,7 +224,7 @@ def test_bare_tool_reaches_existing_release_style_managers():
 def test_apply_plan_never_raises_and_remembers_results(fake_llm):
     model = Model(seed=1)
     agent = LLMAgent(model, CoTReasoning, LLM)
-    agent.memory = ReleaseSTLTMemory(agent=agent, llm_model=LLM)
+    agent.memory = STLTMemory(agent=agent, llm_model=LLM)
 
     @tool(tool_manager=agent.tool_manager)
     def explode(agent) -> str:
@@ -248,7 +249,7 @@ def test_send_message_delivers_to_memory(fake_llm):
     model = Model(seed=1)
     alice, bob, carol = LLMAgent.create_agents(model, n=3, reasoning=CoTReasoning, llm_model=LLM)
     for agent in (alice, bob):
-        agent.memory = ReleaseSTLTMemory(agent=agent, llm_model=LLM)
+        agent.memory = STLTMemory(agent=agent, llm_model=LLM)
     carol.memory = None
     status = alice.send_message("hi", [bob, carol, alice])
     assert status == (

@@ -15,9 +15,10 @@ import pytest
 from mesa import Model
 from mesa.discrete_space import CellAgent
 from mesa.space import MultiGrid
-from release_memory import ReleaseSTLTMemory, remembered
+from release_memory import remembered
 
 from mesa_llm.llm_agent import LLMAgent
+from mesa_llm.memory.st_lt_memory import STLTMemory
 from mesa_llm.parallel_stepping import enable_automatic_parallel_stepping
 from mesa_llm.reasoning.react import ReActReasoning
 from mesa_llm.tools.tool_decorator import tool
@@ -75,7 +76,7 @@ class Citizen(LLMAgent, CellAgent):
             internal_state=internal_state,
             step_prompt=step_prompt,
         )
-        self.memory = ReleaseSTLTMemory(agent=self, display=True, llm_model=llm_model)
+        self.memory = STLTMemory(agent=self, display=True, llm_model=llm_model)
         self.tool_manager = citizen_tool_manager
         self.system_prompt = "You are a citizen in a country under an authoritarian regime."
         self.state = "QUIET"
@@ -105,7 +106,7 @@ class Cop(LLMAgent, CellAgent):
             internal_state=internal_state,
             step_prompt=step_prompt,
         )
-        self.memory = ReleaseSTLTMemory(agent=self, display=True, llm_model=llm_model)
+        self.memory = STLTMemory(agent=self, display=True, llm_model=llm_model)
         self.tool_manager = cop_tool_manager
 
     async def astep(self):
@@ -235,7 +236,7 @@ class SellerAgent(LLMAgent):
             internal_state=internal_state,
             step_prompt=step_prompt,
         )
-        self.memory = ReleaseSTLTMemory(agent=self, display=True, llm_model=llm_model)
+        self.memory = STLTMemory(agent=self, display=True, llm_model=llm_model)
         self.tool_manager = seller_tool_manager
         self.sales = 0
 
@@ -264,7 +265,7 @@ class BuyerAgent(LLMAgent):
             internal_state=internal_state,
             step_prompt=step_prompt,
         )
-        self.memory = ReleaseSTLTMemory(agent=self, display=True, llm_model=llm_model)
+        self.memory = STLTMemory(agent=self, display=True, llm_model=llm_model)
         self.tool_manager = buyer_tool_manager
         self.budget = budget
 
