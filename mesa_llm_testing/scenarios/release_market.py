@@ -1,10 +1,13 @@
 """Release market: a mesa-llm 0.3 model, written only with that release's API, run unchanged.
 
 **What it models.** A market square on a small ``MultiGrid``. Sellers pitch
-their goods to every buyer with the built-in ``speak_to`` tool; buyers walk to a
-stall with the built-in ``teleport_to_location`` tool and buy with
-``buy_product``, which fails (as the release's negotiation example does) for an
-unknown product or a price over the buyer's budget. Nothing here uses mesa_llm's
+their goods to every buyer with the built-in ``speak_to`` tool; buyers stand at
+the stalls and buy with ``buy_product``, which fails (as the release's
+negotiation example does) for an unknown product or a price over the buyer's
+budget. Nobody moves during a step, so what an agent observes never depends on
+who stepped first and every stepping mode gives the same trace. (A release model
+whose agents move or change shared state while others observe it is
+order-dependent; ``mesa-llm-testing run --mode all`` reports it as such.) Nothing here uses mesa_llm's
 own API: the agents, tools, reasoning and parallel stepping are spelled as a
 mesa-llm 0.3.2 user spells them (``@tool(tool_manager=...)``, ``ToolManager()``,
 ``reasoning.aplan(obs=..., selected_tools=[...])``, ``apply_plan``, and a model
@@ -97,14 +100,12 @@ class MarketBuyer(LLMAgent):
 
     def step(self):
         obs = self.generate_obs()
-        plan = self.reasoning.plan(obs=obs, selected_tools=["teleport_to_location", "buy_product"])
+        plan = self.reasoning.plan(obs=obs, selected_tools=["buy_product"])
         self.apply_plan(plan)
 
     async def astep(self):
         obs = self.generate_obs()
-        plan = await self.reasoning.aplan(
-            obs=obs, selected_tools=["teleport_to_location", "buy_product"]
-        )
+        plan = await self.reasoning.aplan(obs=obs, selected_tools=["buy_product"])
         self.apply_plan(plan)
 
 
