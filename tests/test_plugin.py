@@ -770,8 +770,10 @@ def test_no_request_leaves_the_machine_while_fake_llm_is_active(
         def test_loopback_still_works(fake_llm):
             server = socket.create_server(("127.0.0.1", 0))
             port = server.getsockname()[1]
-            threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+            accepting = threading.Thread(target=lambda: server.accept()[0].close(), daemon=True)
+            accepting.start()
             socket.create_connection(("localhost", port), timeout=5).close()
+            accepting.join(5)  # accept before closing: else accept() fails in the thread (EBADF)
             server.close()
 
         def test_guard_is_gone_after_the_fixture():
