@@ -18,6 +18,7 @@ from mesa_llm_testing._faults import FaultPlan
 from mesa_llm_testing._plans import plan_settings
 from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
 from mesa_llm_testing._recording import Recorder, recording_shuffle_do, run_step
+from mesa_llm_testing._packed import pack_finished_steps
 from mesa_llm_testing._trace import RunTrace, StepTrace
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class ScenarioRun:
             )
             raise
         self._trace.steps.append(step)
+        pack_finished_steps(self._trace.steps)  # long runs: finished steps in little memory
         if mode != self._trace.mode:
             self._trace.mode = "mixed"
         return step
