@@ -15,10 +15,10 @@ from mesa_llm.parallel_stepping import parallel_stepping
 from mesa_llm_testing._discovery import resolve_scenario
 from mesa_llm_testing._fakellm import FakeLLM
 from mesa_llm_testing._faults import FaultPlan
+from mesa_llm_testing._packed import pack_finished_steps
 from mesa_llm_testing._plans import plan_settings
 from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
 from mesa_llm_testing._recording import Recorder, recording_shuffle_do, run_step
-from mesa_llm_testing._packed import pack_finished_steps
 from mesa_llm_testing._trace import RunTrace, StepTrace
 
 if TYPE_CHECKING:
