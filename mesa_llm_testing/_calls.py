@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import FakeReply, RequestShape
 
-__all__ = ["DEFAULT_KEEP_CALLS", "CallList", "FakeCall", "FakeRequest"]
+_T = TypeVar("_T")
+
+__all__ = ["DEFAULT_KEEP_CALLS", "CallList", "FakeCall", "FakeRequest", "KeptList"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +111,11 @@ class FakeCall:
 DEFAULT_KEEP_CALLS: Final = 10_000
 
 
-class CallList(list[FakeCall]):
-    """The calls made to a fake, oldest first; ``.last`` is the newest.
+class KeptList(list[_T]):
+    """A list that holds at most ``keep`` items (None: all), dropping the oldest first.
 
-    Holds at most ``keep`` records (None: all): the oldest are dropped first, so a
-    long run's memory stays flat. :attr:`total` counts every call ever recorded.
+    So a long run's records stay flat in memory; :attr:`total` counts every
+    item ever appended. Appends are thread-safe.
     """
 
     def __init__(self, keep: int | None = DEFAULT_KEEP_CALLS) -> None:
@@ -122,19 +124,27 @@ class CallList(list[FakeCall]):
         self.total = 0
         self._append_lock = threading.Lock()
 
-    def append(self, call: FakeCall) -> None:
-        """Record ``call``, dropping the oldest record beyond ``keep``; thread-safe."""
+    def append(self, item: _T) -> None:
+        """Add ``item``, dropping the oldest beyond ``keep``; thread-safe."""
         with self._append_lock:
-            super().append(call)
+            super().append(item)
             self.total += 1
             if self.keep is not None and len(self) > self.keep:
                 del self[0]
 
     def clear(self) -> None:
-        """Forget every record and restart :attr:`total`."""
+        """Forget every item and restart :attr:`total`."""
         with self._append_lock:
             super().clear()
             self.total = 0
+
+
+class CallList(KeptList[FakeCall]):
+    """The calls made to a fake, oldest first; ``.last`` is the newest.
+
+    Holds at most ``keep`` records (None: all): the oldest are dropped first, so a
+    long run's memory stays flat. :attr:`total` counts every call ever recorded.
+    """
 
     @property
     def last(self) -> FakeCall:

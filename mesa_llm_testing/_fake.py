@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from unittest.mock import DEFAULT
 
-from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest
+from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest, KeptList
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._responses import (
     FakeReply,
@@ -179,7 +179,8 @@ class FakeCore:
         self.latency = float(latency)
         self.retry_after = float(retry_after)
         self.calls = CallList(keep_calls)
-        self.retry_sleeps: list[float] = []
+        # The delays RetryPolicy asked for (the last keep_calls; .total counts all).
+        self.retry_sleeps: KeptList[float] = KeptList(keep_calls)
 
     def __repr__(self) -> str:
         name = type(self).__name__

@@ -52,7 +52,7 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
     population = [a.unique_id for a in model.agents]
     calls_before = fake.calls.total
     faults_before = len(plan.injected)
-    sleeps_before = len(fake.retry_sleeps)
+    sleeps_before = fake.retry_sleeps.total
     recorder.reports.clear()
     start = time.perf_counter()
     model.step()
@@ -91,7 +91,7 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
         rng_digest=rng_digest(model),
         state_digest=state_digest(model),
         recovered=len(step_faults) - ended,
-        retries=len(fake.retry_sleeps) - sleeps_before,
+        retries=fake.retry_sleeps.total - sleeps_before,
         phases=phases,
         population=population,
         seconds=seconds,

@@ -323,6 +323,17 @@ def test_module_llm_needs_no_key_and_retries_a_rate_limit_without_sleeping(
     assert [c.fault for c in fake.calls] == [FaultKind.RATE_LIMIT, None]
 
 
+def test_retry_delays_are_bounded_like_call_records_and_counted_in_total() -> None:
+    fake = FakeLLM(faults=FaultPlan(1.0, kinds=["rate_limit"]), retry_after=2.0, keep_calls=5)
+    with fake.activate():
+        llm = ModuleLLM("openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=4))
+        for _ in range(3):
+            with pytest.raises(Exception, match="RateLimitError|rate limit"):
+                llm.generate("Where to?")
+    assert fake.retry_sleeps.total == 9  # three retries per call, none of them slept
+    assert fake.retry_sleeps == [2.0] * 5  # the last keep_calls delays are kept
+
+
 async def test_module_llm_agenerate_through_the_provider() -> None:
     fake = FakeLLM(return_value="async answer")
     with fake.activate():
