@@ -9,6 +9,8 @@ memory growth from step ``--warmup`` to the end (issue 9's target: under 5 %)::
 
     python benchmarks/bench_memory.py                         # 1,000 agents x 500 steps
     python benchmarks/bench_memory.py --agents 200 --steps 200 # a smaller run
+    python benchmarks/bench_memory.py --via run_scenario       # stepped by ScenarioRun,
+                                                               # keeping the run's trace
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mesa import Model
 from mesa_llm.llm_agent import LLMAgent
 from mesa_llm.module_llm import RetryPolicy
 from mesa_llm.parallel_stepping import parallel_stepping
-from mesa_llm_testing import FakeLLM, FaultPlan
+from mesa_llm_testing import FakeLLM, FaultPlan, ScenarioRun
 
 
 class Crowd(Model):
@@ -53,30 +55,42 @@ def ours() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("mesa_llm"))
 
 
-def run(mode: str, agents: int, steps: int, rate: float, warmup: int, seed: int) -> None:
-    fake = FakeLLM(seed=seed, faults=FaultPlan(rate, seed=seed))
-    lost = 0
-    failed = 0
-    rss_warm = rss_end = 0.0
-    start = time.perf_counter()
+def _stepped(mode: str, agents: int, steps: int, fake: FakeLLM, seed: int, via: str):
+    """Yield (step, failed agents, agents reported) after each step, the way ``via`` steps."""
+    if via == "run_scenario":
+        with ScenarioRun(Crowd, seed=seed, mode=mode, llm=fake, agents=agents) as run:
+            for step in range(1, steps + 1):
+                st = run.step()
+                yield step, len(st.failed), len(st.outcomes)
+        return
     with fake.activate():
         model = Crowd(seed, agents)
         with parallel_stepping(mode):  # type: ignore[arg-type]
             for step in range(1, steps + 1):
                 model.step()
                 report = model.last_step_report
-                lost += agents - len({o.unique_id for o in report.outcomes})
-                failed += len(report.failed)
-                if step == warmup:
-                    gc.collect()
-                    rss_warm = rss_mb()
-        gc.collect()
-        rss_end = rss_mb()
+                yield step, len(report.failed), len({o.unique_id for o in report.outcomes})
+
+
+def run(mode: str, agents: int, steps: int, rate: float, warmup: int, seed: int, via: str) -> None:
+    fake = FakeLLM(seed=seed, faults=FaultPlan(rate, seed=seed))
+    lost = 0
+    failed = 0
+    rss_warm = rss_end = 0.0
+    start = time.perf_counter()
+    for step, failures, reported in _stepped(mode, agents, steps, fake, seed, via):
+        lost += agents - reported
+        failed += failures
+        if step == warmup:
+            gc.collect()
+            rss_warm = rss_mb()
+    gc.collect()
+    rss_end = rss_mb()
     seconds = time.perf_counter() - start
     left = ours()
     growth = (rss_end - rss_warm) / rss_warm * 100 if rss_warm else float("nan")
     print(
-        f"{agents} agents x {steps} steps x fault rate {rate:g} x {mode:10s}: "
+        f"{agents} agents x {steps} steps x fault rate {rate:g} x {mode:10s} via {via}: "
         f"agents lost {lost}, agent-steps failed {failed}, faults {len(fake.faults.injected)}, "
         f"threads left {len(left)} {left if left else ''}, "
         f"RSS {rss_warm:.0f} MB at step {warmup} -> {rss_end:.0f} MB at the end "
@@ -94,12 +108,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="asyncio,threading")
+    parser.add_argument("--via", choices=("fake", "run_scenario"), default="fake")
     args = parser.parse_args()
     # Agent failures are expected here; keep their log records (with tracebacks) quiet.
     logging.getLogger("mesa_llm").addHandler(logging.NullHandler())
     logging.getLogger("mesa_llm").propagate = False
     for mode in args.modes.split(","):
-        run(mode, args.agents, args.steps, args.rate, args.warmup, args.seed)
+        run(mode, args.agents, args.steps, args.rate, args.warmup, args.seed, args.via)
 
 
 if __name__ == "__main__":
