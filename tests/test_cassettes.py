@@ -281,4 +281,4 @@ def test_fifty_agents_by_a_hundred_steps_stay_a_few_megabytes(tmp_path: Path) ->
             )
     writer.close()
     size = path.stat().st_size
-    assert size < 5_000_000, size  # about 3.3 MB (0.3 MB gzipped)
+    assert size < 5_000_000, size  # about 3.6 MB (0.5 MB gzipped)

@@ -73,6 +73,11 @@ class CassetteRecorder(FakeCore):
             if owns:
                 self.close()
 
+    def open(self) -> None:
+        """Start the cassette file now (``activate`` then leaves it open); :meth:`close` ends it."""
+        if self._writer is None:
+            self._writer = CassetteWriter(self.path, self._header)
+
     def close(self) -> None:
         """Finish the cassette file."""
         if self._writer is not None:
