@@ -149,7 +149,7 @@ def test_a_problem_the_model_swallowed_still_fails_the_block(tmp_path: Path) -> 
     path = tmp_path / "c.jsonl"
     with FakeLLM().http() as base, record_to(path):
         call(base)
-    with pytest.raises(CassetteMismatchError, match="no recorded call for a call outside"):
+    with pytest.raises(CassetteMismatchError, match="no recorded call for a call outside"):  # noqa: E501
         with FakeLLM.from_cassette(path):
             call(None)
             with pytest.raises(CassetteMismatchError):
