@@ -10,6 +10,7 @@ import asyncio
 import functools
 import gzip
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,11 @@ def test_a_problem_the_model_swallowed_still_fails_the_block(tmp_path: Path) -> 
     path = tmp_path / "c.jsonl"
     with FakeLLM().http() as base, record_to(path):
         call(base)
-    with pytest.raises(CassetteMismatchError, match="no recorded call for a call outside"):  # noqa: E501
-        with FakeLLM.from_cassette(path):
-            call(None)
-            with pytest.raises(CassetteMismatchError):
-                call(None)  # a second call was never recorded
+    missing = "no recorded call for a call outside any agent, step None, call 1"
+    with pytest.raises(CassetteMismatchError, match=missing), FakeLLM.from_cassette(path):
+        call(None)
+        with pytest.raises(CassetteMismatchError):
+            call(None)  # a second call was never recorded
 
 
 def test_missing_generate_answers_with_the_seeded_generator_and_marks_it(tmp_path: Path) -> None:
@@ -282,3 +283,25 @@ def test_fifty_agents_by_a_hundred_steps_stay_a_few_megabytes(tmp_path: Path) ->
     writer.close()
     size = path.stat().st_size
     assert size < 5_000_000, size  # about 3.6 MB (0.5 MB gzipped)
+
+
+def test_a_scenario_whose_prompt_changed_fails_its_replay_naming_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mesa_llm_testing.scenarios import negotiation
+
+    path = tmp_path / "run.jsonl"
+    with FakeLLM(seed=5).http() as base:
+        factory = scenario(base)
+        with record_to(path, seed=1) as recorder:
+            run_scenario(factory, steps=1, mode="asyncio", seed=1, agents=2, llm=recorder)
+    monkeypatch.setattr(negotiation, "_PERSONA", "You are a reckless trader.")
+    with pytest.raises(CassetteMismatchError) as raised, FakeLLM.from_cassette(path) as fake:
+        trace = run_scenario(factory, steps=1, mode="sequential", seed=1, agents=2, llm=fake)
+    # Each agent's step failed with the mismatch; leaving the block raised the first one.
+    assert set(trace.steps[0].failed.values()) == {"CassetteMismatchError"}
+    assert len(fake.problems) == 2
+    message = str(raised.value)
+    assert re.search(r"agent \d+, step 1, call 0", message), message
+    assert "+system: You are a reckless trader." in message
+    assert "(and 1 more)" in message
