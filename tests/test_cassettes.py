@@ -305,3 +305,28 @@ def test_a_scenario_whose_prompt_changed_fails_its_replay_naming_the_call(
     assert re.search(r"agent \d+, step 1, call 0", message), message
     assert "+system: You are a reckless trader." in message
     assert "(and 1 more)" in message
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_streamed_completion_is_recorded_as_its_whole_reply(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "c.jsonl"
+
+    def stream(api_base: str | None) -> str:
+        extra = {} if api_base is None else {"api_base": api_base, "api_key": SECRET}
+        options = {"model": MODEL, "messages": MESSAGES, "stream": True, "num_retries": 0}
+        if how == "sync":
+            chunks = list(litellm.completion(**options, **extra))
+        else:
+
+            async def collect() -> list[Any]:
+                response = await litellm.acompletion(**options, **extra)
+                return [chunk async for chunk in response]
+
+            chunks = asyncio.run(collect())
+        return "".join(c.choices[0].delta.content or "" for c in chunks)
+
+    with FakeLLM(return_value="a streamed answer").http() as base, record_to(path) as recorder:
+        assert stream(base) == "a streamed answer"
+    assert recorder.calls.last.response.content == "a streamed answer"
+    with FakeLLM.from_cassette(path):
+        assert stream(None) == "a streamed answer"

@@ -29,7 +29,7 @@ _PARAMS = ("temperature",)
 
 
 class RecordingError(RuntimeError):
-    """A call that a cassette cannot record (a streamed completion, a fake model)."""
+    """A call that a cassette cannot record (a ``mesa-fake/...`` model: no real provider)."""
 
 
 def request_fingerprint(request: FakeRequest) -> str:
@@ -108,6 +108,8 @@ class CassetteRecorder(FakeCore):
         except Exception as exc:
             self._failed(request, exc)
             raise
+        if kwargs.get("stream"):
+            return _RecordedStream(self, request, response)
         self._succeeded(request, response)
         return response
 
@@ -121,17 +123,14 @@ class CassetteRecorder(FakeCore):
         except Exception as exc:
             self._failed(request, exc)
             raise
+        if kwargs.get("stream"):
+            return _RecordedStream(self, request, response)
         self._succeeded(request, response)
         return response
 
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FakeRequest:
         model = str((args[0] if args else kwargs.get("model")) or "")
         messages = args[1] if len(args) > 1 else kwargs.get("messages") or []
-        if kwargs.get("stream"):
-            raise RecordingError(
-                f"mesa_llm_testing: recording a cassette: stream=True completions (model "
-                f"{model!r}) are not recorded; call without stream=True while recording"
-            )
         if self._writer is None:
             raise RecordingError("mesa_llm_testing: the cassette recorder is not active")
         self._writer.forget_secret(kwargs.get("api_key"))
@@ -156,6 +155,12 @@ class CassetteRecorder(FakeCore):
         if self.test_id:
             line["test"] = self.test_id
         return line
+
+    def streamed(self, request: FakeRequest, chunks: list[Any]) -> None:
+        """Record a finished stream as the one reply its chunks add up to."""
+        from mesa_llm._litellm import import_litellm
+
+        self._succeeded(request, import_litellm().stream_chunk_builder(chunks, request.messages))
 
     def _succeeded(self, request: FakeRequest, response: Any) -> None:
         dump = getattr(response, "model_dump", None)
@@ -182,6 +187,57 @@ class CassetteRecorder(FakeCore):
                 {**self._line(request), "error": record}, request.messages, request.tools
             )
         self.record(request, None, exc, None, record["status"])
+
+
+class _RecordedStream:
+    """A litellm stream passed through chunk by chunk, recorded once it ends (or fails)."""
+
+    def __init__(self, recorder: CassetteRecorder, request: FakeRequest, stream: Any) -> None:
+        self._recorder, self._request, self._stream = recorder, request, stream
+        self._chunks: list[Any] = []
+        self._done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __iter__(self) -> _RecordedStream:
+        return self
+
+    def __aiter__(self) -> _RecordedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = next(self._stream)
+        except StopIteration:
+            self._finish(None)
+            raise
+        except Exception as exc:
+            self._finish(exc)
+            raise
+        self._chunks.append(chunk)
+        return chunk
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._finish(None)
+            raise
+        except Exception as exc:
+            self._finish(exc)
+            raise
+        self._chunks.append(chunk)
+        return chunk
+
+    def _finish(self, error: Exception | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        if error is None:
+            self._recorder.streamed(self._request, self._chunks)
+        else:
+            self._recorder._failed(self._request, error)
 
 
 @contextlib.contextmanager
