@@ -6,13 +6,14 @@ the standard library, pytest and :mod:`mesa_llm_testing._faults` (no litellm).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,31 @@ class SessionFaults:
         except (TypeError, ValueError) as exc:
             reason = str(exc).removeprefix(f"{_LIBRARY}: ")
             raise ValueError(f"{_MARKER_ERROR} on {item.nodeid}: {reason}") from None
+
+    @contextlib.contextmanager
+    def fake_for(self, item: pytest.Item, plan: FaultPlan, seed: int) -> Iterator[Any]:
+        """The ``fake_llm`` of ``item``, active: a recorder, a cassette's replay, or a FakeLLM.
+
+        Only the recorder lets calls leave the machine; the others block the network.
+        """
+        from mesa_llm_testing._fakellm import FakeLLM
+        from mesa_llm_testing._network_guard import block_network
+
+        recorder = self.recorder_for(item)
+        if recorder is not None:  # --mesa-llm-record: real calls, recorded
+            with recorder.activate():
+                yield recorder
+            return
+        cassette = self.cassette_for(item)
+        if cassette is not None:  # --mesa-llm-cassette or the marker: offline replay
+            path, test_id = cassette
+            replay = FakeLLM.from_cassette(path, test_id=test_id, faults=plan)
+            with replay, block_network("the fake_llm fixture (replaying a cassette)"):
+                yield replay
+            return
+        fake = FakeLLM(seed=seed, faults=plan)
+        with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
+            yield fake
 
     def recorder_for(self, item: pytest.Item) -> Any:
         """Under ``--mesa-llm-record``: the session's recorder, set to record ``item``."""

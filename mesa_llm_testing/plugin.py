@@ -108,24 +108,7 @@ def fake_llm(
     recorded to the cassette PATH, keyed by test id; with ``--mesa-llm-cassette=PATH``
     (or ``@pytest.mark.mesa_llm(cassette=PATH)``) they are answered from it, offline.
     """
-    from mesa_llm_testing._fakellm import FakeLLM
-    from mesa_llm_testing._network_guard import block_network
-
-    session = _session(request)
-    recorder = session.recorder_for(request.node)
-    if recorder is not None:  # --mesa-llm-record: real calls, recorded
-        with recorder.activate():
-            yield recorder  # type: ignore[misc]
-        return
-    cassette = session.cassette_for(request.node)
-    if cassette is not None:  # --mesa-llm-cassette or the marker: offline replay
-        path, test_id = cassette
-        replay = FakeLLM.from_cassette(path, test_id=test_id, faults=llm_faults)
-        with replay, block_network("the fake_llm fixture (replaying a cassette)"):
-            yield replay
-        return
-    fake = FakeLLM(seed=mesa_llm_seed, faults=llm_faults)
-    with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
+    with _session(request).fake_for(request.node, llm_faults, mesa_llm_seed) as fake:
         yield fake
 
 

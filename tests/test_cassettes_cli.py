@@ -11,6 +11,7 @@ from mesa_llm_testing import FakeLLM
 from mesa_llm_testing.cli import main
 
 MODEL = "openai/gpt-4o-mini"
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 SECRET = "sk-test-DO-NOT-WRITE-5678"
 
 
@@ -87,6 +88,7 @@ def test_marked(fake_llm):
 def test_pytest_records_each_test_and_replays_it_offline(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pytester.makeini(INI)
     pytester.makepyfile(test_inner=INNER_TEST)
     with FakeLLM(return_value="from the provider").http() as base:
         monkeypatch.setenv("PROVIDER_BASE", base)
@@ -112,6 +114,7 @@ def test_pytest_records_each_test_and_replays_it_offline(
 def test_without_a_cassette_the_network_stays_closed_and_says_how_to_record(
     pytester: pytest.Pytester,
 ) -> None:
+    pytester.makeini(INI)
     pytester.makepyfile(
         """
         import socket
