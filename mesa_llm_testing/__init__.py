@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
     from mesa_llm_testing._calls import FakeCall, FakeRequest
+    from mesa_llm_testing._cassettes import CassetteMismatchError, record_to
     from mesa_llm_testing._discovery import resolve_scenario
     from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
 
 _LAZY: dict[str, str] = {
+    "CassetteMismatchError": "mesa_llm_testing._cassettes",
+    "record_to": "mesa_llm_testing._cassettes",
     "FakeCall": "mesa_llm_testing._calls",
     "FakeLLM": "mesa_llm_testing._fakellm",
     "FakeReply": "mesa_llm_testing._responses",
@@ -40,6 +43,7 @@ _SUBMODULES = {"checks", "strategies"}
 
 __all__ = [
     "CallTrace",
+    "CassetteMismatchError",
     "FakeCall",
     "FakeLLM",
     "FakeReply",
@@ -52,6 +56,7 @@ __all__ = [
     "SideEffectExhaustedError",
     "StepTrace",
     "checks",
+    "record_to",
     "resolve_scenario",
     "run_scenario",
     "strategies",

@@ -103,8 +103,13 @@ class FakeCall:
 
     @property
     def layer(self) -> str:
-        """``"direct"``, ``"provider"`` or ``"http"``."""
+        """``"direct"``, ``"provider"``, ``"http"`` (or ``"record"``: a cassette recorder's)."""
         return self.request.layer
+
+    @property
+    def generated(self) -> bool:
+        """Whether a cassette replay had no recording and the seeded generator answered."""
+        return self.response is not None and self.response.generated
 
 
 #: How many call records a FakeLLM keeps by default (``FakeLLM(keep_calls=...)``).

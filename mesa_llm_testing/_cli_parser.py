@@ -147,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
         f"{TIMELINE_LATENCY * 1e3:g} ms with --timeline)",
     )
     run.add_argument(
+        "--record",
+        metavar="PATH",
+        help="record every LLM call of the run, sent to the real provider, to the cassette "
+        "PATH (.jsonl or .jsonl.gz); needs --llm-model and a key",
+    )
+    run.add_argument(
+        "--llm-model",
+        metavar="MODEL",
+        help="the litellm model the scenario's agents use (e.g. openai/gpt-4o-mini)",
+    )
+    run.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar"
     )  # fmt: skip
     run.add_argument(
@@ -158,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run a recorded trace and report whether it reproduces (exit 1 if not)",
         description="Re-run the scenario, seed, mode and faults recorded in TRACE and compare.",
     )
-    replay.add_argument("trace", metavar="TRACE", help="a trace written by 'run --trace'")
+    replay.add_argument(
+        "trace",
+        metavar="TRACE",
+        help="a trace written by 'run --trace', or a cassette written by 'run --record' "
+        "(replayed offline, every call answered by its recording)",
+    )
     replay.add_argument(
         "--mode",
         choices=ALL_MODES,

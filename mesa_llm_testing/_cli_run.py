@@ -113,15 +113,20 @@ def run_one(
     agents: int | None,
     latency: float,
     progress: bool,
+    llm: FakeLLM | None = None,
 ) -> ModeRun:
-    """Run ``scenario`` in one mode on a fresh timed fake LLM, with a progress bar on stderr."""
+    """Run ``scenario`` in one mode on a fresh timed fake LLM, with a progress bar on stderr.
+
+    ``llm``: answer with this one instead (a cassette's replay, or its recorder).
+    """
     from tqdm import tqdm
 
     from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._runner import run_scenario
     from mesa_llm_testing._timeline import StepWindow
 
-    llm = FakeLLM(seed=seed, faults=plan, latency=latency, keep_calls=None)  # for --timeline
+    if llm is None:
+        llm = FakeLLM(seed=seed, faults=plan, latency=latency, keep_calls=None)  # for --timeline
     windows: list[StepWindow] = []
     with tqdm(
         total=steps,
@@ -140,7 +145,7 @@ def run_one(
             _instrumented(scenario.factory, on_step),
             steps=steps,
             mode=mode,
-            faults=plan,
+            faults=llm.faults,
             seed=seed,
             agents=agents,
             llm=llm,

@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from unittest.mock import DEFAULT
 
 from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest, KeptList
@@ -36,6 +36,7 @@ __all__ = [
     "ERROR_KINDS",
     "PASSTHROUGH_MARK",
     "FakeCore",
+    "ReplySource",
     "SideEffectExhaustedError",
 ]
 
@@ -55,6 +56,14 @@ PASSTHROUGH_MARK: Final = "_mesa_fake_raised"
 #: Base URLs of the ``FakeLLM.http()`` endpoints now serving. Calls aimed at one of them
 #: go through litellm's real HTTP stack even while ``activate()`` intercepts every call.
 ACTIVE_HTTP_BASES: Final[set[str]] = set()
+
+
+class ReplySource(Protocol):
+    """Replies from elsewhere than the core's own rules (a cassette): see ``reply_source``."""
+
+    def reply(self, core: FakeCore, request: FakeRequest) -> FakeReply:
+        """The reply of ``request`` (or raise the error it ends in)."""
+        ...
 
 
 class SideEffectExhaustedError(RuntimeError):
@@ -181,6 +190,9 @@ class FakeCore:
         self.calls = CallList(keep_calls)
         # The delays RetryPolicy asked for (the last keep_calls; .total counts all).
         self.retry_sleeps: KeptList[float] = KeptList(keep_calls)
+        #: Where replies come from instead of side_effect / return_value / the generator
+        #: (a cassette replay): ``reply(core, request) -> FakeReply``, or raises.
+        self.reply_source: ReplySource | None = None
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -327,6 +339,8 @@ class FakeCore:
             return malformed_reply(request.shape, rng).with_ids(rng)
         if fault is FaultKind.EMPTY_RESPONSE:
             return empty_reply()
+        if self.reply_source is not None:
+            return self.reply_source.reply(self, request)
         spec = self._scripted(request)
         if spec is DEFAULT or spec is None:
             return generate_reply(request.shape, rng).with_ids(rng)

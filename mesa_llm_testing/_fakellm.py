@@ -11,17 +11,22 @@ HTTP server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mesa_llm_testing._calls import FakeRequest
+from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, FakeRequest
 from mesa_llm_testing._fake import FakeCore
-from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._faults import FaultKind, FaultPlan
 from mesa_llm_testing._responses import FakeReply
 
-__all__ = ["FakeLLM"]
+if TYPE_CHECKING:
+    from mesa_llm_testing._cassettes import CassetteReplies
+
+__all__ = ["CassetteLLM", "FakeLLM"]
 
 
 class FakeLLM(FakeCore):
@@ -113,6 +118,43 @@ class FakeLLM(FakeCore):
 
         return fault_exception(self, request, kind)
 
+    @classmethod
+    def from_cassette(
+        cls,
+        path: str | Path,
+        *,
+        match: str = "strict",
+        missing: str = "error",
+        faults: FaultPlan | None = None,
+        seed: int | None = None,
+        test_id: str | None = None,
+        keep_calls: int | None = DEFAULT_KEEP_CALLS,
+    ) -> CassetteLLM:
+        """A fake answering each call with its recording in the cassette at ``path``.
+
+        Calls are found by who made them (model run, agent, step, call index), so a run
+        recorded in one stepping mode replays in any other, offline. ``match``:
+        ``"strict"`` (identity, then the request must equal the recorded one: a
+        ``CassetteMismatchError`` naming agent, step and call with a diff of the
+        messages), ``"identity"`` (identity only) or ``"fingerprint"`` (request content
+        only, in order). ``missing``: ``"error"``, or ``"generate"`` (the seeded
+        generator answers; the call is marked ``generated``). Recorded errors raise as the
+        same litellm exceptions; ``faults`` inject faults on top. ``seed`` defaults to the
+        cassette's; ``test_id`` picks one test's calls from a pytest session's cassette.
+        Use it as ``with FakeLLM.from_cassette(path) as fake:`` (activates it; on a clean
+        exit, raises the first call the cassette could not answer) or pass it on as ``llm=``.
+        """
+        from mesa_llm_testing._cassettes import CassetteReplies
+
+        replies = CassetteReplies.load(path, test_id=test_id, match=match, missing=missing)
+        recorded_seed = replies.header.get("seed")
+        if seed is None:
+            seed = recorded_seed if isinstance(recorded_seed, int) else 0
+        fake = CassetteLLM(seed=seed, faults=faults, keep_calls=keep_calls)
+        fake.reply_source = replies
+        fake.cassette = replies
+        return fake
+
     # ------------------------------------------------------------------ ways in
 
     def activate(self, *, intercept_all: bool = True) -> AbstractContextManager[FakeLLM]:
@@ -145,6 +187,30 @@ class FakeLLM(FakeCore):
         from mesa_llm_testing._server import serve
 
         return serve(self, host=host, port=port, stall=stall)
+
+
+class CassetteLLM(FakeLLM):
+    """A ``FakeLLM`` replaying a cassette (see :meth:`FakeLLM.from_cassette`)."""
+
+    cassette: CassetteReplies
+
+    def __enter__(self) -> CassetteLLM:
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.activate())
+        self._stack = stack
+        return self
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        self._stack.close()
+        if kind is None and self.cassette.problems:
+            problems = self.cassette.problems
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise type(problems[0])(f"{problems[0]}{more}")
+
+    @property
+    def problems(self) -> list[Exception]:
+        """The calls the cassette could not answer, as the errors raised for them."""
+        return list(self.cassette.problems)
 
 
 def _messages(messages: Sequence[Any] | None, prompt: str | None) -> list[Any]:

@@ -61,9 +61,22 @@ def _refuse(host: Any, port: Any, how: str) -> NetworkBlockedError:
     owner = _owners[-1] if _owners else "a fake LLM"
     return NetworkBlockedError(
         f"mesa_llm_testing: {how} to {host}:{port} refused: it would leave the machine while "
-        f"{owner} is active. litellm completions are answered by the fake (any model "
-        "string); send HTTP to the fake_llm_http api_base or a server on 127.0.0.1"
+        f"{owner} is active{_caller()}. litellm completions are answered by the fake (any "
+        "model string); send HTTP to the fake_llm_http api_base or a server on 127.0.0.1; "
+        "to let the real provider answer and keep its replies, run pytest with "
+        "--mesa-llm-record=PATH (then replay them with --mesa-llm-cassette=PATH)"
     )
+
+
+def _caller() -> str:
+    """Who made the refused call: the agent and model step, when an agent is stepping."""
+    from mesa_llm.parallel_stepping import current_agent
+
+    agent = current_agent()
+    if agent is None:
+        return ""
+    step = getattr(getattr(agent, "model", None), "steps", None)
+    return f" (called by agent {getattr(agent, 'unique_id', agent)!r} at step {step})"
 
 
 def _guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:

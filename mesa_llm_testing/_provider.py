@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 litellm: Any = import_litellm()
 from litellm import CustomLLM  # noqa: E402  (litellm must be imported through import_litellm)
 
-__all__ = ["PROVIDER", "MesaFakeProvider", "activate", "fault_exception"]
+__all__ = ["PROVIDER", "MesaFakeProvider", "activate", "fault_exception", "installed"]
 
 logger = logging.getLogger(__name__)
 
@@ -329,13 +329,26 @@ def activate(fake: FakeCore, *, intercept_all: bool = True) -> Iterator[FakeCore
     """Context manager behind :meth:`FakeLLM.activate`."""
     from mesa_llm.module_llm import override_retry_sleep, skip_api_key_check
 
-    entry = _Activation(fake, bool(intercept_all))
     with ExitStack() as stack:
         stack.enter_context(skip_api_key_check())
         stack.enter_context(override_retry_sleep(fake.record_sleep))
-        _push(entry)
-        stack.callback(_pop, entry)
+        stack.enter_context(installed(fake, intercept_all=intercept_all))
         yield fake
+
+
+@contextmanager
+def installed(fake: FakeCore, *, intercept_all: bool) -> Iterator[FakeCore]:
+    """The litellm wrappers with ``fake`` innermost, and nothing else (recording uses this).
+
+    A call the fake does not take goes to the real provider through ``fake.forward`` /
+    ``fake.aforward`` when it has them (a cassette recorder), else unchanged.
+    """
+    entry = _Activation(fake, bool(intercept_all))
+    _push(entry)
+    try:
+        yield fake
+    finally:
+        _pop(entry)
 
 
 def _push(entry: _Activation) -> None:
@@ -463,7 +476,8 @@ def _wrap_sync(original: Callable[..., Any]) -> Callable[..., Any]:
     def completion(*args: Any, **kwargs: Any) -> Any:
         routed = _route(args, kwargs)
         if routed is None:
-            return original(*args, **kwargs)
+            forward = getattr(_innermost(), "forward", None)
+            return original(*args, **kwargs) if forward is None else forward(original, args, kwargs)
         rest, asked = routed
         token = _asked_model.set(asked)
         try:
@@ -484,7 +498,10 @@ def _wrap_async(original: Callable[..., Any]) -> Callable[..., Any]:
     async def acompletion(*args: Any, **kwargs: Any) -> Any:
         routed = _route(args, kwargs)
         if routed is None:
-            return await original(*args, **kwargs)
+            forward = getattr(_innermost(), "aforward", None)
+            if forward is None:
+                return await original(*args, **kwargs)
+            return await forward(original, args, kwargs)
         rest, asked = routed
         token = _asked_model.set(asked)
         try:

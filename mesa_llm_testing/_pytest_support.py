@@ -6,13 +6,14 @@ the standard library, pytest and :mod:`mesa_llm_testing._faults` (no litellm).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ class FaultSettings:
     replay_text: str | None = None  # --mesa-llm-replay as given, for the repro command
     replay: dict[str, list[InjectedFault]] | None = None  # recorded faults by test id
     ignored: tuple[str, ...] = ()  # options given but overridden by --mesa-llm-replay
+    record: Path | None = None  # --mesa-llm-record: the session's cassette
+    cassette: Path | None = None  # --mesa-llm-cassette: replay every test from it
 
     def header(self) -> str:
         """The ``mesa-llm: ...`` header line; every flag on it can be pasted back."""
@@ -81,6 +84,7 @@ class MarkerOptions:
     faults: float | None = None
     kinds: str | Iterable[FaultKind | str] | None = None
     seed: int | None = None
+    cassette: str | None = None
 
     @classmethod
     def from_item(cls, item: pytest.Item) -> MarkerOptions:
@@ -109,6 +113,7 @@ class SessionFaults:
         self.faults: list[InjectedFault] = []  # from every test's teardown report
         self.tests = 0
         self.tests_with_faults = 0
+        self._recorder: Any = None  # the session's CassetteRecorder, opened on first use
 
     @classmethod
     def install(cls, config: pytest.Config) -> SessionFaults:
@@ -160,6 +165,58 @@ class SessionFaults:
         except (TypeError, ValueError) as exc:
             reason = str(exc).removeprefix(f"{_LIBRARY}: ")
             raise ValueError(f"{_MARKER_ERROR} on {item.nodeid}: {reason}") from None
+
+    @contextlib.contextmanager
+    def fake_for(self, item: pytest.Item, plan: FaultPlan, seed: int) -> Iterator[Any]:
+        """The ``fake_llm`` of ``item``, active: a recorder, a cassette's replay, or a FakeLLM.
+
+        Only the recorder lets calls leave the machine; the others block the network.
+        """
+        from mesa_llm_testing._fakellm import FakeLLM
+        from mesa_llm_testing._network_guard import block_network
+
+        recorder = self.recorder_for(item)
+        if recorder is not None:  # --mesa-llm-record: real calls, recorded
+            with recorder.activate():
+                yield recorder
+            return
+        cassette = self.cassette_for(item)
+        if cassette is not None:  # --mesa-llm-cassette or the marker: offline replay
+            path, test_id = cassette
+            replay = FakeLLM.from_cassette(path, test_id=test_id, faults=plan)
+            with replay, block_network("the fake_llm fixture (replaying a cassette)"):
+                yield replay
+            return
+        fake = FakeLLM(seed=seed, faults=plan)
+        with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
+            yield fake
+
+    def recorder_for(self, item: pytest.Item) -> Any:
+        """Under ``--mesa-llm-record``: the session's recorder, set to record ``item``."""
+        if self.settings.record is None:
+            return None
+        from mesa_llm_testing._cassettes import CassetteRecorder
+
+        if self._recorder is None:
+            self._recorder = CassetteRecorder(self.settings.record, seed=self.settings.seed)
+            self._recorder.open()
+        self._recorder.test_id = fault_id(item)
+        self._recorder.faults.reset()
+        self._recorder.reset_mock()
+        return self._recorder
+
+    def cassette_for(self, item: pytest.Item) -> tuple[Path, str | None] | None:
+        """The cassette ``item`` replays and the test id to take from it (None: its only test).
+
+        The marker's ``cassette=`` (relative to the test file; a one-test cassette, whatever
+        test recorded it) wins over ``--mesa-llm-cassette`` (the calls of this test id).
+        """
+        marked = MarkerOptions.from_item(item).cassette
+        if marked is not None:
+            return Path(str(item.path)).parent / marked, None
+        if self.settings.cassette is None:
+            return None
+        return self.settings.cassette, fault_id(item)
 
     def repro_command(self, item: pytest.Item) -> str:
         """The shell command that reruns ``item`` with this session's faults."""
@@ -238,6 +295,8 @@ class SessionFaults:
                 self.faults.extend(map(InjectedFault.from_dict, json.loads(str(value))))
 
     def pytest_sessionfinish(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
         if self.settings.trace is None or self.is_worker:
             return
         trace = {
@@ -276,6 +335,13 @@ def _read_settings(config: pytest.Config) -> FaultSettings:
     kinds_text, kinds_source = _raw_value(config, "fault_kinds")
     trace_text, trace_source = _raw_value(config, "trace")
     replay_text, replay_source = _raw_value(config, "replay")
+    record_text, record_source = _raw_value(config, "record")
+    cassette_text, cassette_source = _raw_value(config, "cassette")
+    if record_text is not None and hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            f"{_LIBRARY}: {record_source}={record_text}: record without pytest-xdist workers "
+            "(-p no:xdist or -n 0), so the cassette is written by one process"
+        )
     replay, trace_seed = None, None
     if replay_text is not None:
         replay, trace_seed = _load_trace(
@@ -289,6 +355,10 @@ def _read_settings(config: pytest.Config) -> FaultSettings:
         trace=None if trace_text is None else _resolve_path(config, trace_text, trace_source),
         replay_text=replay_text,
         replay=replay,
+        record=None if record_text is None else _resolve_path(config, record_text, record_source),
+        cassette=(
+            None if cassette_text is None else _resolve_path(config, cassette_text, cassette_source)
+        ),
         ignored=tuple(
             f"{source}={text}"
             for text, source in ((rate_text, rate_source), (kinds_text, kinds_source))

@@ -181,7 +181,7 @@ def _call_trace(c: FakeCall) -> CallTrace:
     else:
         expects = "text"
     fault = c.fault.value if isinstance(c.fault, FaultKind) else None
-    return CallTrace(c.call, digest(prompt), response, expects, fault)
+    return CallTrace(c.call, digest(prompt), response, expects, fault, c.generated)
 
 
 def rng_digest(model: Model) -> str:

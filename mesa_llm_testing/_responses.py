@@ -57,6 +57,8 @@ class FakeReply:
     tool_calls: tuple[FakeToolCall, ...] = ()
     finish_reason: str | None = None
     raw: Any = field(default=None, compare=False, repr=False)
+    #: Answered by the seeded generator where a cassette had no recording (``missing="generate"``).
+    generated: bool = field(default=False, compare=False, repr=False)
 
     @property
     def finish(self) -> str:

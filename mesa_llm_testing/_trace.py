@@ -31,6 +31,7 @@ class CallTrace(NamedTuple):
     response: str  # digest of the reply, or "error:<exception type>"
     expects: str  # what the request asked for: "text", "tools" or "json"
     fault: str | None  # the FaultKind value injected into this call, if any
+    generated: bool = False  # a cassette replay had no recording: the seeded generator answered
 
 
 @dataclass(eq=False)
@@ -101,7 +102,10 @@ class StepTrace:
             "population": list(self.population),
             "outcomes": [[uid, status, exc] for uid, (status, exc) in self.outcomes.items()],
             "faults": list(self.faults),
-            "llm_calls": [[uid, [list(c) for c in calls]] for uid, calls in self.llm_calls.items()],
+            "llm_calls": [
+                [uid, [list(c) if c.generated else list(c)[:5] for c in calls]]
+                for uid, calls in self.llm_calls.items()
+            ],
             "rng_digest": self.rng_digest,
             "state_digest": self.state_digest,
             "recovered": self.recovered,

@@ -90,10 +90,13 @@ def _unprefixed(exc: BaseException) -> str:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """``run``: run the scenario in one mode or all three, print the summary and the checks."""
+    from mesa_llm_testing._cli_cassette import check_record_args, recorder_for, with_llm_model
     from mesa_llm_testing._summary import fault_summary
 
     plan = _check_run_args(args)
-    scenario = resolve_scenario(args.scenario)
+    check_record_args(args, plan)
+    scenario = with_llm_model(resolve_scenario(args.scenario), args.llm_model)
+    recorder = None if args.record is None else recorder_for(args, scenario)
     latency = args.latency
     if latency is None:
         latency = TIMELINE_LATENCY if args.timeline is not None else 0.0
@@ -105,7 +108,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         f"{fault_summary(plan)}",
     )
     runs = run_modes(args, scenario, modes, plan=plan, steps=args.steps, seed=args.seed,
-                      agents=args.agents, latency=latency)  # fmt: skip
+                      agents=args.agents, latency=latency, llm=recorder)  # fmt: skip
+    if recorder is not None:
+        print(f"cassette written to {args.record} ({recorder.call_count} calls)", file=out)
     return report_run(args, runs, scenario, plan, out)
 
 
@@ -116,6 +121,12 @@ def _describe(factory: Callable[..., Any]) -> str:
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     """``replay``: re-run a recorded trace (same scenario, seed, mode, faults) and compare."""
+    from mesa_llm_testing._cassettes import is_cassette
+
+    if is_cassette(args.trace):
+        from mesa_llm_testing._cli_cassette import replay_cassette
+
+        return replay_cassette(args, out)
     data = read_run_trace(args.trace, mode=args.mode)  # every field checked, no heavy imports
     extra = data.pop(REPLAY_KEY, None) or {}
     # A trace from 'run --trace' names the scenario as given (a file, module:factory);

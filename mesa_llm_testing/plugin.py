@@ -32,6 +32,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "fault-kinds": ("KINDS", "comma-separated fault kinds to inject (default: all)."),
         "trace": ("PATH", "write the injected faults as JSON at the end of the session."),
         "replay": ("PATH", "inject exactly the faults recorded in a --mesa-llm-trace file."),
+        "record": (
+            "PATH",
+            "send fake_llm tests' LLM calls to the real provider and record "
+            "them, per test, to the cassette PATH (.jsonl or .jsonl.gz).",
+        ),
+        "cassette": (
+            "PATH",
+            "answer fake_llm tests' LLM calls from a cassette recorded with --mesa-llm-record.",
+        ),
     }
     for name, (metavar, help_text) in options.items():
         ini_name = "mesa_llm_" + name.replace("-", "_")
@@ -42,8 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "mesa_llm(*, faults=None, kinds=None, seed=None): override the fault rate, fault kinds "
-        "or per-test seed of the mesa-llm fixtures for this test; faults=0 turns faults off.",
+        "mesa_llm(*, faults=None, kinds=None, seed=None, cassette=None): override the fault "
+        "rate, fault kinds or per-test seed of the mesa-llm fixtures for this test (faults=0 "
+        "turns faults off); cassette=PATH (relative to the test file) replays a cassette.",
     )
     # pydantic warns about litellm's TypedDicts when litellm builds its schemas; noise
     # in every test run that calls litellm, and nothing a model test can act on.
@@ -83,7 +93,9 @@ def llm_faults(request: pytest.FixtureRequest) -> FaultPlan:
 
 
 @pytest.fixture
-def fake_llm(llm_faults: FaultPlan, mesa_llm_seed: int) -> Iterator[FakeLLM]:
+def fake_llm(
+    request: pytest.FixtureRequest, llm_faults: FaultPlan, mesa_llm_seed: int
+) -> Iterator[FakeLLM]:
     """A ``FakeLLM`` answering every litellm completion in the process during the test.
 
     Any model string works (``openai/gpt-4o-mini`` runs unchanged) and faults follow
@@ -91,12 +103,12 @@ def fake_llm(llm_faults: FaultPlan, mesa_llm_seed: int) -> Iterator[FakeLLM]:
     non-loopback address (an SDK client, ``requests``, a name lookup) raises
     ``NetworkBlockedError`` naming the host. Set ``return_value`` or ``side_effect``
     to script replies; ``calls`` records every request.
-    """
-    from mesa_llm_testing._fakellm import FakeLLM
-    from mesa_llm_testing._network_guard import block_network
 
-    fake = FakeLLM(seed=mesa_llm_seed, faults=llm_faults)
-    with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
+    With ``--mesa-llm-record=PATH`` the calls go to the real provider instead and are
+    recorded to the cassette PATH, keyed by test id; with ``--mesa-llm-cassette=PATH``
+    (or ``@pytest.mark.mesa_llm(cassette=PATH)``) they are answered from it, offline.
+    """
+    with _session(request).fake_for(request.node, llm_faults, mesa_llm_seed) as fake:
         yield fake
 
 

@@ -73,6 +73,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing._cli_parser",
         "mesa_llm_testing._cli_args",
         "mesa_llm_testing._cli_run",
+        "mesa_llm_testing._cli_cassette",
         "mesa_llm_testing._cli_output",
         "mesa_llm_testing._startup",
         "mesa_llm_testing._serve_cli",

@@ -267,7 +267,8 @@ def test_marker_typo_or_bad_value_is_a_clear_error(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         [
             "E *TypeError: mesa_llm_testing: @pytest.mark.mesa_llm on *::test_typo got "
-            "unexpected argument(s) fault=; it takes only the keywords faults=, kinds=, seed=",
+            "unexpected argument(s) fault=; it takes only the keywords faults=, kinds=, seed=, "
+            "cassette=",
             "E *ValueError: mesa_llm_testing: bad @pytest.mark.mesa_llm on *::test_rate: "
             "fault rate must be from 0 to 1 *got 1.5",
             "E *ValueError: mesa_llm_testing: bad @pytest.mark.mesa_llm on *::test_kind: "
@@ -280,7 +281,10 @@ def test_marker_typo_or_bad_value_is_a_clear_error(pytester: pytest.Pytester) ->
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.mesa_llm([*], faults=None, kinds=None, seed=None): *faults=0 turns *"]
+        [
+            "@pytest.mark.mesa_llm([*], faults=None, kinds=None, seed=None, cassette=None): "
+            "*faults=0 turns *"
+        ]
     )
 
 
