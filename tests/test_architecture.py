@@ -56,6 +56,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "runner": (
         "mesa_llm_testing._trace",
         "mesa_llm_testing._recording",
+        "mesa_llm_testing._packed",
         "mesa_llm_testing._runner",
         "mesa_llm_testing._process_state",
         "mesa_llm_testing._discovery",
