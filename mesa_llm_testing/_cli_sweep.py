@@ -194,5 +194,7 @@ def _report(args: argparse.Namespace, result: Any, spec: str, where: str, out: T
     if args.plot is not None:
         from mesa_llm_testing._sweep_rows import draw_sweep
 
-        draw_sweep(result, args.plot, title=f"{spec}: {len(args.seeds)} seeds, {args.steps} steps")
+        agents = f"{args.agents} agents x " if args.agents else ""
+        title = f"{spec}: {agents}{args.steps} steps, {len(args.seeds)} seeds per point"
+        draw_sweep(result, args.plot, title=title)
     return EXIT_CHECK_FAILED if failed or differ else EXIT_OK

@@ -246,6 +246,7 @@ def draw_sweep(rows: Sequence[SweepRow], path: str | Path, *, title: str = "") -
     """
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import PercentFormatter
     except ImportError:
         raise ImportError(
             "mesa_llm_testing: drawing a sweep needs matplotlib, which is not installed; "
@@ -254,14 +255,17 @@ def draw_sweep(rows: Sequence[SweepRow], path: str | Path, *, title: str = "") -
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.add_subplot()
     modes = list(dict.fromkeys(row.mode for row in rows))
-    markers = "osd^v<>"
+    # Modes that agree draw on top of each other: wider, solid lines underneath.
+    styles = [("o", "-", 5.0), ("s", "--", 2.5), ("^", ":", 1.5)]
     for n, mode in enumerate(modes):
+        marker, line, width = styles[n % len(styles)]
         points = [(row.fault, row.failure_rate) for row in rows if row.mode == mode]
-        axes.plot(
-            *zip(*points, strict=True), marker=markers[n % len(markers)], label=mode, alpha=0.8
-        )
+        axes.plot(*zip(*points, strict=True), marker=marker, linestyle=line, linewidth=width,
+                  markersize=4 + width, label=mode, alpha=0.85)  # fmt: skip
     axes.set_xlabel("fault rate (share of LLM calls that fault)")
     axes.set_ylabel("failure rate (share of agent-steps failed)")
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylim(bottom=0)
     axes.set_xlim(left=0)
     axes.grid(alpha=0.3)
