@@ -71,16 +71,34 @@ def test_each_run_is_the_run_scenario_run_of_its_seed_fault_rate_and_mode(
 
 
 def test_the_same_sweep_on_a_dask_local_cluster_gives_identical_rows(
-    local_sweep: SweepResult,
+    local_sweep: SweepResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from distributed import get_client
+
     # The cluster `sweep --engine dask` starts: a LocalCluster of two single-threaded worker
     # processes on 127.0.0.1, used through Client.get_executor(), closed on leaving.
     with dask_executor(None, workers=2) as executor:
         assert type(executor).__name__ == "ClientExecutor"
         on_dask = sweep(SCENARIO, executor=executor, **SMALL)
+        # The command, sent to that cluster's scheduler.
+        address = get_client().scheduler_info()["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        rows_json = tmp_path / "rows.json"
+        code = main(["sweep", SCENARIO, *SMALL_ARGS, "--engine", "dask", "--scheduler", address,
+                     "--json", str(rows_json), "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    assert "8 runs in" in capsys.readouterr().out
     assert on_dask == local_sweep  # rows, wall time aside
     assert [r.trace for r in on_dask.runs] == [r.trace for r in local_sweep.runs]
     assert [row.seconds for row in on_dask] != [0.0] * 4
+    assert rows_from_json(rows_json) == list(local_sweep)
+
+
+def rows_from_json(path: Path) -> list[SweepRow]:
+    """The rows a ``sweep --json`` file holds."""
+    data = json.loads(path.read_text())
+    return [SweepRow(**{k: v for k, v in row.items() if k != "failure_rate"})
+            for row in data["rows"]]  # fmt: skip
 
 
 CRASHING = """
@@ -139,10 +157,9 @@ def test_the_command_writes_the_table_json_csv_and_plot(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "agent-steps failed" in result.stdout and "identical across modes" in result.stdout
     assert "8 runs in" in result.stdout and "0 failed" in result.stdout
+    assert rows_from_json(out["rows.json"]) == list(local_sweep)
     data = json.loads(out["rows.json"].read_text())
-    rows = [SweepRow(**{k: v for k, v in row.items() if k != "failure_rate"})
-            for row in data["rows"]]  # fmt: skip
-    assert rows == list(local_sweep)
+    assert data["scenario"] == SCENARIO and data["seeds"] == [1, 2]
     assert len(data["runs"]) == 8 and all(run["ok"] for run in data["runs"])
     csv_lines = out["rows.csv"].read_text().splitlines()
     assert csv_lines[0].startswith("fault,mode,runs,failed_runs,agent_steps,failed_agent_steps")
@@ -165,6 +182,9 @@ def test_the_command_writes_the_table_json_csv_and_plot(
         (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler 'tcp://127.0.0.1:1': only used with"),
         (["--plot", "out.gif"], "--plot 'out.gif': unknown picture format '.gif'; valid formats"),
         (["--json", "no/such/dir/x.json"], "--json 'no/such/dir/x.json': the directory does"),
+        (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+         "--workers: the cluster at --scheduler has its own workers"),
+        (["--engine", "spark"], "argument --engine: invalid choice: 'spark'"),
     ],
 )  # fmt: skip
 def test_bad_options_are_usage_errors_before_any_run(
@@ -184,13 +204,25 @@ def test_an_unknown_scenario_is_a_usage_error_naming_it(
     assert "SCENARIO 'no_such_scenario'" in err and "civil_violence" in err
 
 
-def test_plot_without_matplotlib_is_a_usage_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("missing", "argv", "message"),
+    [
+        ("matplotlib", ["--plot", "out.png"], "--plot needs matplotlib, which is not installed"),
+        ("distributed", ["--engine", "dask"], "--engine dask needs dask.distributed, which is"),
+    ],
+)
+def test_an_option_whose_extra_is_missing_is_a_usage_error(
+    missing: str,
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    assert main(["sweep", SCENARIO, "--plot", "out.png"]) == 2
-    assert "--plot needs matplotlib" in capsys.readouterr().err
+    for name in [m for m in sys.modules if m == missing or m.startswith(f"{missing}.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, missing, None)  # import ... -> ImportError
+    assert main(["sweep", SCENARIO, *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
