@@ -218,7 +218,7 @@ class _Sweeper:
         # A process pool fails every queued future when one worker dies, so keep only as
         # many runs in flight as it has workers: those are the suspects after a break.
         if isinstance(self.executor, ProcessPoolExecutor):
-            return max(1, self.executor._max_workers)
+            return _workers(self.executor)
         return 1 << 30
 
     def _run(self, tasks: Sequence[SweepTask]) -> list[RunResult]:
@@ -265,7 +265,7 @@ class _Sweeper:
         if not isinstance(old, ProcessPoolExecutor):
             raise RuntimeError(f"mesa_llm_testing: cannot renew executor {old!r}")
         logger.warning("mesa_llm_testing: a sweep worker process died; starting a new pool")
-        new = local_executor(old._max_workers)
+        new = local_executor(_workers(old))
         old.shutdown(wait=False, cancel_futures=True)
         self.replacements.append(new)  # shut down by run(); the caller shuts down the first
         self.executor = new
@@ -274,6 +274,11 @@ class _Sweeper:
         results.append(result)
         if self.progress is not None:
             self.progress(result)
+
+
+def _workers(pool: ProcessPoolExecutor) -> int:
+    """How many processes ``pool`` runs (it does not say so publicly)."""
+    return max(1, int(getattr(pool, "_max_workers", 0) or os.cpu_count() or 1))
 
 
 def _broken(executor: Executor) -> bool:
