@@ -15,7 +15,7 @@ Worker processes are never forked from the calling process: it may have threads
 (litellm's logging worker, the library's event-loop thread, a progress bar's), and
 a fork copies their locks in whatever state they are in. Where the platform has
 it, a *forkserver* forks them instead: a clean single-threaded process that has
-imported litellm and the runner once (importing litellm starts no thread), so a
+imported litellm and the runner once (importing them starts no thread), so a
 worker starts in milliseconds rather than seconds and renewing a broken pool is
 cheap. Elsewhere (Windows) they are spawned, each importing litellm once.
 """
@@ -128,7 +128,7 @@ def _agent_failures_not_printed() -> Iterator[None]:
 
 #: What the forkserver imports once, so the workers it forks start with it loaded
 #: (``__main__``, multiprocessing's default, lets a factory defined in a script load).
-_PRELOAD: Final = ("__main__", "litellm", "mesa_llm_testing._sweep", "mesa_llm_testing.scenarios")
+_PRELOAD: Final = ("__main__", "litellm", "mesa_llm_testing._sweep")
 
 
 def local_executor(workers: int | None = None) -> ProcessPoolExecutor:
