@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
+    from mesa_llm_testing._sweep import sweep
+    from mesa_llm_testing._sweep_rows import RunResult, SweepResult, SweepRow
     from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
 
 _LAZY: dict[str, str] = {
@@ -38,6 +40,10 @@ _LAZY: dict[str, str] = {
     "StepTrace": "mesa_llm_testing._trace",
     "resolve_scenario": "mesa_llm_testing._discovery",
     "run_scenario": "mesa_llm_testing._runner",
+    "RunResult": "mesa_llm_testing._sweep_rows",
+    "SweepResult": "mesa_llm_testing._sweep_rows",
+    "SweepRow": "mesa_llm_testing._sweep_rows",
+    "sweep": "mesa_llm_testing._sweep",
 }
 _SUBMODULES = {"checks", "strategies"}
 
@@ -51,15 +57,19 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "InjectedFault",
+    "RunResult",
     "RunTrace",
     "ScenarioRun",
     "SideEffectExhaustedError",
     "StepTrace",
+    "SweepResult",
+    "SweepRow",
     "checks",
     "record_to",
     "resolve_scenario",
     "run_scenario",
     "strategies",
+    "sweep",
 ]
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import Final, NoReturn
 
 from mesa_llm_testing._cli_args import non_negative_seed
+from mesa_llm_testing._cli_sweep_parser import add_sweep_parser
 from mesa_llm_testing._serve_cli import add_serve_parser
 
 __all__ = [
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "faults, and check isolation, ordering and reproducibility.",
     )
     commands = parser.add_subparsers(
-        dest="command", metavar="{run,replay,list,serve}", required=True
+        dest="command", metavar="{run,replay,list,serve,sweep}", required=True
     )
 
     run = commands.add_parser(
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="list the scenarios: the built-ins and those other packages register"
     )
     serve = add_serve_parser(commands)
-    for sub in (run, replay, listing, serve):
+    sweep = add_sweep_parser(commands)
+    for sub in (run, replay, listing, serve, sweep):
         sub.set_defaults(subparser=sub)  # usage errors found later print this one's usage
     return parser

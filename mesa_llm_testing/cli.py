@@ -8,6 +8,7 @@
     mesa-llm-testing replay TRACE [--mode asyncio|threading|sequential]
     mesa-llm-testing list
     mesa-llm-testing serve [--port P] [--faults R] [--seed N] ...   (see _serve_cli)
+    mesa-llm-testing sweep [SCENARIO] [--seeds 1-50] [--faults 0,0.1] ...   (see _cli_sweep)
 
 SCENARIO is a registered name (``mesa-llm-testing list``), a path to a ``.py`` file
 (optionally ``file.py:factory``) or ``module:factory``; without it the default
@@ -48,6 +49,7 @@ from mesa_llm_testing._cli_parser import (
     build_parser,
 )
 from mesa_llm_testing._cli_run import announce, default_scenario, resolve_scenario, run_modes
+from mesa_llm_testing._cli_sweep import cmd_sweep
 from mesa_llm_testing._serve_cli import cmd_serve
 
 if TYPE_CHECKING:
@@ -193,6 +195,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
     "replay": cmd_replay,
     "list": cmd_list,
     "serve": cmd_serve,
+    "sweep": cmd_sweep,
 }
 
 
