@@ -152,7 +152,7 @@ class ModuleLLM:
             rate_limiter,
             self._resolve_provider,
         )
-        self.fallbacks: tuple[str, ...] = tuple(route.model for route in self._routes[1:])
+        self.fallbacks: tuple[Fallback, ...] = tuple(fallbacks or ())
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
