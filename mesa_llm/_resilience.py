@@ -202,7 +202,9 @@ def _failed(
         if len(tried) > 1:
             _note(exc, "mesa_llm: every model failed: " + _summary(tried))
         return
-    logger.warning(
+    # An open circuit was warned about once, when it opened: its fallbacks are routine.
+    logger.log(
+        logging.INFO if isinstance(exc, CircuitOpenError) else logging.WARNING,
         "mesa_llm: %s failed for %s with %s; falling back to %s",
         route.model,
         _where(),
