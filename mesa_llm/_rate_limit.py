@@ -170,9 +170,9 @@ class RateLimiter:
                 "mesa_llm: RateLimiter(clock=..., sleep=...) go together: a sleep that does not "
                 "advance the clock would wait forever"
             )
-        for name, value in (("estimate", estimate), ("clock", clock), ("sleep", sleep)):
-            if value is not None and not callable(value):
-                raise TypeError(f"mesa_llm: RateLimiter({name}={value!r}) must be a callable")
+        for name, function in (("estimate", estimate), ("clock", clock), ("sleep", sleep)):
+            if function is not None and not callable(function):
+                raise TypeError(f"mesa_llm: RateLimiter({name}={function!r}) must be a callable")
         self.rpm = rpm
         self.tpm = tpm
         self.max_concurrent = max_concurrent
@@ -202,6 +202,8 @@ class RateLimiter:
     def acquire(self, tokens: int = 1) -> Permit:
         """Wait (blocking this thread) until a request of ``tokens`` may start: its permit."""
         waiter = self._enqueue(None)
+        event = waiter._event
+        assert isinstance(event, threading.Event)
         try:
             while True:
                 waiter._event.clear()
@@ -209,7 +211,7 @@ class RateLimiter:
                 if isinstance(outcome, Permit):
                     return outcome
                 if outcome is None:
-                    waiter._event.wait(_POLL)  # type: ignore[call-arg]
+                    event.wait(_POLL)
                     continue
                 waited = (self._sleep or time.sleep)(outcome)
                 if inspect.isawaitable(waited):
@@ -226,6 +228,8 @@ class RateLimiter:
     async def aacquire(self, tokens: int = 1) -> Permit:
         """Wait (suspending this task, never blocking the loop) until a request may start."""
         waiter = self._enqueue(asyncio.get_running_loop())
+        event = waiter._event
+        assert isinstance(event, asyncio.Event)
         try:
             while True:
                 waiter._event.clear()
@@ -234,7 +238,7 @@ class RateLimiter:
                     return outcome
                 if outcome is None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter._event.wait(), _POLL)  # type: ignore[misc]
+                        await asyncio.wait_for(event.wait(), _POLL)
                     continue
                 if self._sleep is None:
                     await asyncio.sleep(outcome)
