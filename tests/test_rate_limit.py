@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +33,7 @@ def in_any_window(times: list[float], width: float = 60.0) -> int:
     """The most of ``times`` that fall in one window of ``width`` seconds."""
     times = sorted(times)
     return max(
-        (sum(1 for t in times[i:] if t < start + width) for i, start in enumerate(times)), default=0
+        (bisect.bisect_left(times, start + width) - i for i, start in enumerate(times)), default=0
     )
 
 
@@ -187,3 +188,39 @@ def test_a_limiter_is_shared_by_module_llms_and_counts_reported_usage(fake: Fake
     reported = sum(response.usage.total_tokens for response in responses)
     assert reported != 2 * estimate_tokens({"messages": [{"content": "hello"}]})
     assert shared.usage() == (2, reported)
+
+
+async def test_a_thousand_tasks_and_four_threads_stay_within_every_limit() -> None:
+    rpm, most = 100, 8
+    clock = FakeClock(start=0.0)
+    shared = limiter(clock, rpm=rpm, max_concurrent=most)
+    started: list[float] = []
+    in_flight: list[int] = []
+    lock = threading.Lock()
+
+    def sent() -> None:
+        with lock:
+            started.append(clock())
+            in_flight.append(shared.in_flight)
+
+    async def task() -> None:
+        with await shared.aacquire():
+            sent()
+            await asyncio.sleep(0)  # still in flight while other tasks run
+
+    def thread() -> None:
+        for _ in range(50):
+            with shared.acquire():
+                sent()
+
+    threads = [threading.Thread(target=thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    await asyncio.wait_for(asyncio.gather(*(task() for _ in range(1000))), 60)
+    for t in threads:
+        await asyncio.to_thread(t.join, 60)
+
+    assert len(started) == 1200 and shared.in_flight == 0
+    assert in_any_window(started) == rpm  # never more than rpm in any minute
+    assert max(in_flight) <= most
+    assert clock.now == pytest.approx(60.0 * 11)  # 1,200 requests at 100 a minute
