@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mesa_llm.errors import (
     AgentMethodMissingError,
     AgentTimeoutError,
+    CircuitOpenError,
     EmptyResponseError,
     MalformedResponseError,
     MesaLLMError,
@@ -25,6 +26,8 @@ from mesa_llm.errors import (
 )
 
 if TYPE_CHECKING:
+    from mesa_llm._circuit import CircuitBreaker
+    from mesa_llm._rate_limit import RateLimiter
     from mesa_llm.llm_agent import LLMAgent
     from mesa_llm.module_llm import BatchConfig, ModuleLLM, RetryPolicy
     from mesa_llm.parallel_stepping import (
@@ -64,6 +67,8 @@ _LAZY: dict[str, str] = {
     "step_agents_parallel": "mesa_llm.parallel_stepping",
     "step_agents_parallel_sync": "mesa_llm.parallel_stepping",
     "BatchConfig": "mesa_llm.module_llm",
+    "CircuitBreaker": "mesa_llm._circuit",
+    "RateLimiter": "mesa_llm._rate_limit",
     "ModuleLLM": "mesa_llm.module_llm",
     "RetryPolicy": "mesa_llm.module_llm",
     "LLMAgent": "mesa_llm.llm_agent",
@@ -83,6 +88,8 @@ __all__ = [
     "AgentOutcome",
     "AgentTimeoutError",
     "BatchConfig",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "CoTReasoning",
     "EmptyResponseError",
     "LLMAgent",
@@ -92,6 +99,7 @@ __all__ = [
     "ModuleLLM",
     "Observation",
     "Plan",
+    "RateLimiter",
     "ReActReasoning",
     "ReWOOReasoning",
     "Reasoning",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from mesa_llm._litellm import import_litellm
+from mesa_llm.errors import CircuitOpenError
 
 __all__ = ["TRANSIENT_ERRORS", "RetryPolicy", "override_retry_sleep"]
 
@@ -126,7 +127,9 @@ class RetryPolicy:
             )
 
     def is_retryable(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is one of the errors this policy retries."""
+        """Whether ``exc`` is one of the errors this policy retries (never an open circuit)."""
+        if isinstance(exc, CircuitOpenError):
+            return False
         if isinstance(self.retry_on, _TransientErrors):
             return _is_transient(exc)
         return isinstance(exc, self.retry_on)

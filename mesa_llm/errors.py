@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "AgentMethodMissingError",
     "AgentTimeoutError",
+    "CircuitOpenError",
     "EmptyResponseError",
     "MalformedResponseError",
     "MesaLLMError",
@@ -128,4 +129,24 @@ class MissingAPIKeyError(MesaLLMError, ValueError):
         super().__init__(
             f"mesa_llm: no API key for llm_model={llm_model!r}: {wanted}, or pass api_key=... "
             f"(or api_base=... for a local server that needs no key)"
+        )
+
+
+class CircuitOpenError(MesaLLMError):
+    """A :class:`~mesa_llm.CircuitBreaker` failed a call fast: its model's circuit is open.
+
+    ``model`` is the circuit (the litellm model string, ``@api_base`` appended when one
+    is set); ``failures`` how many provider failures in a row opened it; ``retry_in``
+    the seconds until a probe call may try the provider again. ``__cause__`` is the
+    provider error that opened the circuit, when this call itself did not reach it.
+    """
+
+    def __init__(self, model: str, *, failures: int, retry_in: float) -> None:
+        self.model = model
+        self.failures = failures
+        self.retry_in = retry_in
+        super().__init__(
+            f"mesa_llm: circuit for {model} is open after {failures} provider failures in a "
+            f"row; failing fast, a probe call may try again in {retry_in:.3g}s "
+            f"(CircuitBreaker(reset_after=...))"
         )

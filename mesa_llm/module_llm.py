@@ -18,15 +18,19 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from mesa_llm._batching import BatchBackend, BatchConfig, BatchProcessor
+from mesa_llm._circuit import CircuitBreaker
+from mesa_llm._fallbacks import (
+    Fallback,
+    RateLimiters,
+    Route,
+    build_routes,
+    check_circuit_breaker,
+)
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
-from mesa_llm._retry import (
-    TRANSIENT_ERRORS,
-    RetryPolicy,
-    acall_with_retries,
-    call_with_retries,
-    override_retry_sleep,
-)
+from mesa_llm._rate_limit import RateLimiter
+from mesa_llm._resilience import Policies, asend, send
+from mesa_llm._retry import TRANSIENT_ERRORS, RetryPolicy, override_retry_sleep
 from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
 from mesa_llm.parallel_stepping import acting_as, current_agent
 
@@ -39,7 +43,9 @@ __all__ = [
     "BatchBackend",
     "BatchConfig",
     "BatchProcessor",
+    "CircuitBreaker",
     "ModuleLLM",
+    "RateLimiter",
     "RetryPolicy",
     "override_retry_sleep",
     "skip_api_key_check",
@@ -88,6 +94,12 @@ class ModuleLLM:
     With ``batching``, ``agenerate`` calls are grouped by a :class:`BatchProcessor`
     shared by every ``ModuleLLM`` of the same configuration on the running loop;
     sync ``generate`` always calls the provider directly.
+
+    Resilience policies (``mesa_llm._resilience``): ``fallbacks`` are models tried in
+    order when ``llm_model`` fails with a provider error retrying did not fix;
+    ``rate_limiter`` (a :class:`RateLimiter` for ``llm_model``, or a mapping of model
+    to limiter) and ``circuit_breaker`` (a :class:`CircuitBreaker`, one circuit per
+    model) are shared objects: give the same one to many ``ModuleLLM``s.
     """
 
     def __init__(
@@ -102,6 +114,9 @@ class ModuleLLM:
         batching: BatchConfig | None = None,
         seed: int | None = None,
         agent: Agent | None = None,
+        fallbacks: Sequence[Fallback] | None = None,
+        rate_limiter: RateLimiters | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
         **completion_kwargs: Any,
     ) -> None:
         if not isinstance(llm_model, str) or not llm_model.strip():
@@ -126,9 +141,18 @@ class ModuleLLM:
         self.seed = seed
         self.agent = agent
         self.completion_kwargs = completion_kwargs
-        self.provider = self._resolve_provider()
+        self.provider = self._resolve_provider(llm_model, api_base, api_key)
         self._rng = random.Random(seed)
         self._batch_key = self._configuration_key()
+        self.rate_limiter = rate_limiter
+        self.circuit_breaker = check_circuit_breaker(circuit_breaker)
+        self._routes = build_routes(
+            (llm_model, self.provider, api_base, api_key),
+            fallbacks,
+            rate_limiter,
+            self._resolve_provider,
+        )
+        self.fallbacks: tuple[Fallback, ...] = tuple(fallbacks or ())
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -158,9 +182,7 @@ class ModuleLLM:
             request = self._request(
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
-            return call_with_retries(
-                self.retry, self._rng, lambda: import_litellm().completion(**request)
-            )
+            return send(self._policies(), self._rng, request, _complete)
 
     async def agenerate(
         self,
@@ -180,14 +202,19 @@ class ModuleLLM:
             request = self._request(
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
-            if self.batching is None:
-                return await acall_with_retries(
-                    self.retry, self._rng, lambda: import_litellm().acompletion(**request)
-                )
-            processor = BatchProcessor.shared(self._batch_key, self.batching)
-            return await acall_with_retries(
-                self.retry, self._rng, lambda: processor.submit(request)
-            )
+            return await asend(self._policies(), self._rng, request, self._asend_one)
+
+    def _policies(self) -> Policies:
+        # Built per call: retry and circuit_breaker are plain attributes users may swap.
+        return Policies(self._routes, self.retry, self.circuit_breaker)
+
+    async def _asend_one(self, route: Route, request: dict[str, Any]) -> ModelResponse:
+        if self.batching is None:
+            return await import_litellm().acompletion(**request)
+        key = self._batch_key
+        if route is not self._routes[0]:  # a fallback batches with its own configuration
+            key = (route.provider, route.model, route.api_base, key[3] + repr(route.api_key))
+        return await BatchProcessor.shared(key, self.batching).submit(request)
 
     def _request(
         self,
@@ -251,9 +278,9 @@ class ModuleLLM:
             return nullcontext()
         return acting_as(self.agent)
 
-    def _resolve_provider(self) -> str:
-        """The provider of ``llm_model``; raise if litellm cannot resolve it or a key is missing."""
-        prefix, _, rest = self.llm_model.partition("/")
+    def _resolve_provider(self, llm_model: str, api_base: str | None, api_key: str | None) -> str:
+        """The provider of a model; raise if litellm cannot resolve it or a key is missing."""
+        prefix, _, rest = llm_model.partition("/")
         if prefix == _FAKE_PROVIDER and rest:
             return _FAKE_PROVIDER
         litellm = import_litellm()
@@ -262,24 +289,19 @@ class ModuleLLM:
             quiet, litellm.suppress_debug_info = litellm.suppress_debug_info, True  # type: ignore[attr-defined]
             try:
                 model, provider, _, _ = litellm.get_llm_provider(
-                    model=self.llm_model,
+                    model=llm_model,
                     custom_llm_provider=self.completion_kwargs.get("custom_llm_provider"),
-                    api_base=self.api_base,
+                    api_base=api_base,
                 )
             except Exception as exc:
-                raise UnknownModelError(self.llm_model) from exc
+                raise UnknownModelError(llm_model) from exc
             finally:
                 litellm.suppress_debug_info = quiet  # type: ignore[attr-defined]
-        if (
-            self.api_key
-            or self.api_base
-            or provider in _KEYLESS_PROVIDERS
-            or _api_key_check_skipped()
-        ):
+        if api_key or api_base or provider in _KEYLESS_PROVIDERS or _api_key_check_skipped():
             return provider
         missing = litellm.validate_environment(model=f"{provider}/{model}")["missing_keys"]
         if missing:
-            raise MissingAPIKeyError(self.llm_model, tuple(missing))
+            raise MissingAPIKeyError(llm_model, tuple(missing))
         return provider
 
     def _configuration_key(self) -> tuple[str, str, str | None, str]:
@@ -342,3 +364,8 @@ def _mcp_gateway_needs_skip() -> bool:
     except ModuleNotFoundError:
         has_gateway = False
     return has_gateway and find_spec("mcp") is None
+
+
+def _complete(route: Route, request: dict[str, Any]) -> ModelResponse:
+    # Looked up at call time, so a harness wrapping litellm.completion sees the call.
+    return import_litellm().completion(**request)

@@ -397,8 +397,9 @@ def type_name(value: Any) -> str:
 def _memory_llm(agent: Any, llm_model: str, api_base: str | None) -> ModuleLLM:
     """A ``ModuleLLM`` for a memory's own calls, attributed to its agent, seeded from it.
 
-    It inherits the agent's LLM settings (``retry``, ``timeout``, and for the same
-    model and endpoint ``api_key`` and the completion options), so a consolidation
+    It inherits the agent's LLM settings (``retry``, ``timeout``, ``circuit_breaker``,
+    and for the same model and endpoint ``api_key``, ``rate_limiter``, ``fallbacks`` and
+    the completion options), so a consolidation
     call is retried, timed out and faulted like the agent's own calls.
     """
     from mesa_llm.module_llm import ModuleLLM
@@ -407,9 +408,18 @@ def _memory_llm(agent: Any, llm_model: str, api_base: str | None) -> ModuleLLM:
     if not isinstance(own, ModuleLLM):
         return ModuleLLM(llm_model, api_base, agent=agent)
     digest = hashlib.blake2b(f"{own.seed}:memory".encode(), digest_size=8).digest()
-    inherited: dict[str, Any] = {"retry": own.retry, "timeout": own.timeout}
+    inherited: dict[str, Any] = {
+        "retry": own.retry,
+        "timeout": own.timeout,
+        "circuit_breaker": own.circuit_breaker,  # one circuit per model: safe for any model
+    }
     if (llm_model, api_base) == (own.llm_model, own.api_base):
-        inherited.update(own.completion_kwargs, api_key=own.api_key)
+        inherited.update(
+            own.completion_kwargs,
+            api_key=own.api_key,
+            rate_limiter=own.rate_limiter,
+            fallbacks=own.fallbacks,
+        )
     return ModuleLLM(
         llm_model,
         api_base,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
-from mesa_llm.errors import AgentTimeoutError
+from mesa_llm.errors import AgentTimeoutError, CircuitOpenError
 
 if TYPE_CHECKING:
     from mesa_llm.parallel_stepping._options import _Settings
@@ -89,6 +89,15 @@ class StepReport:
     def errors(self) -> dict[Any, BaseException]:
         """Map of unique_id to the exception of every failed agent."""
         return {o.unique_id: o.exception for o in self.outcomes if o.exception is not None}
+
+    @property
+    def open_circuits(self) -> dict[str, list[Any]]:
+        """Map of model to the unique_ids of agents failed fast by its open circuit."""
+        circuits: dict[str, list[Any]] = {}
+        for o in self.outcomes:
+            if isinstance(o.exception, CircuitOpenError):
+                circuits.setdefault(o.exception.model, []).append(o.unique_id)
+        return circuits
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -203,11 +212,18 @@ def _log_failure(agent: Any, method: str, exc: BaseException) -> None:
 
 
 def _report(outcomes: list[AgentOutcome], method: str, mode: str, s: _Settings) -> StepReport:
-    """The step's report; the one place every engine logs failures and loop-blocking agents."""
+    """The step's report; the one place every engine logs failures and loop-blocking agents.
+
+    Agents failed fast by an open circuit are logged as one warning per model, not one
+    error each: a provider outage is one event, however many agents it stops.
+    """
     warn_after = BLOCKING_WARNING_SECONDS
     if s.timeout is not None:
         warn_after = min(warn_after, s.timeout)
+    report = StepReport(outcomes, method, mode)
     for o in outcomes:
+        if isinstance(o.exception, CircuitOpenError):
+            continue
         if o.exception is not None and s.on_error == "isolate":
             _log_failure(o.agent, method, o.exception)
         if o.blocked >= warn_after:
@@ -222,4 +238,23 @@ def _report(outcomes: list[AgentOutcome], method: str, mode: str, s: _Settings) 
                 o.blocked,
                 method,
             )
-    return StepReport(outcomes, method, mode)
+    if s.on_error == "isolate":
+        _log_open_circuits(report)
+    return report
+
+
+def _log_open_circuits(report: StepReport) -> None:
+    for model, ids in report.open_circuits.items():
+        first = next(o for o in report.outcomes if o.unique_id == ids[0])
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        logger.warning(
+            "mesa_llm: %d agent%s failed fast in '%s' at step %s: the circuit for %s is open "
+            "(%s); agents: %s",
+            len(ids),
+            "s" * (len(ids) > 1),
+            report.method,
+            getattr(getattr(first.agent, "model", None), "steps", "?"),
+            model,
+            first.exception,
+            shown,
+        )
