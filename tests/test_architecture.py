@@ -45,6 +45,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "transports": (
         "mesa_llm_testing._provider",
+        "mesa_llm_testing._fastpath",
         "mesa_llm_testing._http",
         "mesa_llm_testing._callers",
         "mesa_llm_testing._server",
