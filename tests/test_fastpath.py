@@ -20,7 +20,8 @@ from mesa import Agent, Model
 from mesa_llm._litellm import import_litellm
 from mesa_llm.module_llm import ModuleLLM, RetryPolicy
 from mesa_llm.parallel_stepping import acting_as
-from mesa_llm_testing import FakeLLM, FaultKind, FaultPlan
+from mesa_llm_testing import FakeLLM, FakeReply, FaultKind, FaultPlan
+from mesa_llm_testing._responses import FakeToolCall, Rng
 
 litellm = import_litellm()
 
@@ -219,3 +220,57 @@ def test_mock_response_is_left_to_litellm_on_the_fast_path() -> None:
 def test_unknown_pipeline_is_rejected_naming_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"pipeline='slow'.*'fast', 'litellm'"):
         FakeLLM().activate(pipeline="slow")
+
+
+def _structure(obj: Any) -> Any:
+    """What pydantic keeps of a model, recursively: type, fields, set fields, extra, private."""
+    if isinstance(obj, pydantic.BaseModel):
+        return (
+            type(obj),
+            {k: _structure(v) for k, v in obj.__dict__.items()},
+            sorted(obj.model_fields_set),
+            {k: _structure(v) for k, v in (obj.__pydantic_extra__ or {}).items()},
+            {k: _structure(v) for k, v in (obj.__pydantic_private__ or {}).items()},
+        )
+    if isinstance(obj, list | tuple):
+        return [_structure(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _structure(v) for k, v in obj.items()}
+    return obj
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        FakeLLM.text("Plain text."),
+        FakeLLM.text(""),
+        FakeLLM.tool_call("move", dx=1),
+        FakeLLM.tool_calls(("move", {"dx": 1}), ("say", {"text": "hi"})),
+        FakeReply("Thinking aloud", (FakeToolCall("move", "{", "call_x"),), "length"),
+        FakeReply(None, (), "content_filter"),
+    ],
+    ids=["text", "empty", "tool", "two_tools", "content_and_tool", "filtered"],
+)
+@pytest.mark.parametrize("with_usage", [True, False])
+def test_replies_built_from_templates_equal_those_litellm_builds(
+    reply: FakeReply, with_usage: bool
+) -> None:
+    from mesa_llm_testing import _model_responses
+
+    reply = reply.with_ids(Rng(1, 2, 3, 4, "ids"))
+    made = [
+        reply.to_model_response(
+            model=f"m{i}", response_id=f"chatcmpl-{i}", messages=MESSAGES, with_usage=with_usage
+        )
+        for i in range(3)
+    ]
+    _model_responses._templates.clear()  # each built by litellm from scratch
+    for i, response in enumerate(made):
+        fresh = reply.to_model_response(
+            model=f"m{i}", response_id=f"chatcmpl-{i}", messages=MESSAGES, with_usage=with_usage
+        )
+        _model_responses._templates.clear()
+        assert _structure(response) == _structure(fresh)
+        assert response.model_dump_json() == fresh.model_dump_json()
+    made[0]._hidden_params["touched"] = True
+    assert "touched" not in made[1]._hidden_params
