@@ -34,10 +34,10 @@ _logging_worker: Any = None  # litellm's logging_worker module, when it has one
 def _remember(litellm: ModuleType) -> None:
     global _imported, _logging_worker
     try:
-        from litellm.litellm_core_utils import logging_worker
+        from litellm.litellm_core_utils import logging_worker as found
     except ImportError:
-        logging_worker = None
-    _logging_worker = logging_worker
+        found = None  # type: ignore[assignment]
+    _logging_worker = found
     _imported = litellm
 
 

@@ -10,7 +10,9 @@ wrapped. The wrapper (a) with ``intercept_all`` reroutes any model to
 exceptions the fake raised on purpose reach the caller unchanged rather than
 wrapped by litellm; (c) tells litellm 1.10x not to look for MCP tools, which
 imports the optional ``mcp`` package on every call with ``tools``; (d) attaches
-``usage`` after litellm's post-processing (see ``_model_response``). litellm's
+``usage`` after litellm's post-processing (see ``_model_response``); (e) with
+``pipeline="fast"`` (the default) hands the calls that are the fake's to ``_fastpath``,
+which answers them without litellm's request pipeline. litellm's
 "Give Feedback" banner is suppressed while active: faults are expected here.
 """
 

@@ -333,7 +333,8 @@ async def _step_async(
         else None
     )
     loop = asyncio.get_running_loop()
-    run.tasks = tasks = []
+    tasks: list[asyncio.Task[AgentOutcome]] = []
+    run.tasks = tasks
     if _eager_task is None:
         tasks.extend(loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents)
     else:
