@@ -62,9 +62,16 @@ def identity_headers(agent: Any = None) -> dict[str, str]:
     model = getattr(agent, "model", None)
     headers = {
         RUN_HEADER: run_id(model),
-        AGENT_HEADER: json.dumps(getattr(agent, "unique_id", None), default=str),
+        AGENT_HEADER: _as_json(getattr(agent, "unique_id", None)),
     }
     steps = getattr(model, "steps", None)
     if isinstance(steps, int):
         headers[STEP_HEADER] = str(steps)
     return headers
+
+
+def _as_json(unique_id: Any) -> str:
+    # Mesa's unique_ids are ints: str() is their JSON text, without an encoder per call.
+    if type(unique_id) is int:
+        return str(unique_id)
+    return json.dumps(unique_id, default=str)

@@ -10,11 +10,35 @@ from typing import Any
 
 def import_litellm() -> ModuleType:
     """Import litellm on first use, without letting it download its model cost map."""
+    # Called for every request: once imported and patched, a check of the patch is all.
+    imported = _imported
+    if imported is not None and (
+        _logging_worker is None
+        or isinstance(
+            getattr(_logging_worker, "GLOBAL_LOGGING_WORKER", None), _PerThreadLoggingWorker
+        )
+    ):
+        return imported
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     _give_each_thread_its_logging_worker()
+    _remember(litellm)
     return litellm
+
+
+_imported: ModuleType | None = None
+_logging_worker: Any = None  # litellm's logging_worker module, when it has one
+
+
+def _remember(litellm: ModuleType) -> None:
+    global _imported, _logging_worker
+    try:
+        from litellm.litellm_core_utils import logging_worker as found
+    except ImportError:
+        found = None  # type: ignore[assignment]
+    _logging_worker = found
+    _imported = litellm
 
 
 class _PerThreadLoggingWorker:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,11 +44,27 @@ def neighbours(agent: Any, vision: Any) -> list[Any]:
         if pos is None or get_neighbors is None:
             return []
         options: dict[str, Any] = {"include_center": True, "radius": vision}
-        if "moore" in inspect.signature(get_neighbors).parameters:
+        if _takes_moore(get_neighbors):
             options["moore"] = True
         found = get_neighbors(pos, **options)
     unique = {other.unique_id: other for other in found if other is not agent}
     return [unique[uid] for uid in sorted(unique)]
+
+
+# get_neighbors function -> whether it takes ``moore``: read once per space class, not per call.
+_moore: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _takes_moore(get_neighbors: Any) -> bool:
+    function = getattr(get_neighbors, "__func__", get_neighbors)
+    try:
+        return _moore[function]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable, not cached
+        pass
+    takes = "moore" in inspect.signature(get_neighbors).parameters
+    with contextlib.suppress(TypeError):
+        _moore[function] = takes
+    return takes
 
 
 def position(agent: Any) -> Any:
@@ -64,7 +82,7 @@ def public_state(state: Any) -> Any:
     A list drops string items starting with ``_``; a mapping drops such keys and
     keeps the other values.
     """
-    if isinstance(state, Mapping):
+    if isinstance(state, (dict, Mapping)):  # dict first: isinstance on the ABC alone is slow
         return {k: copy.copy(v) for k, v in state.items() if not _private(k)}
     if isinstance(state, list | tuple):
         return [item for item in state if not _private(item)]

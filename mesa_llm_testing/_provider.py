@@ -10,7 +10,9 @@ wrapped. The wrapper (a) with ``intercept_all`` reroutes any model to
 exceptions the fake raised on purpose reach the caller unchanged rather than
 wrapped by litellm; (c) tells litellm 1.10x not to look for MCP tools, which
 imports the optional ``mcp`` package on every call with ``tools``; (d) attaches
-``usage`` after litellm's post-processing (see ``_model_response``). litellm's
+``usage`` after litellm's post-processing (see ``_model_response``); (e) with
+``pipeline="fast"`` (the default) hands the calls that are the fake's to ``_fastpath``,
+which answers them without litellm's request pipeline. litellm's
 "Give Feedback" banner is suppressed while active: faults are expected here.
 """
 
@@ -32,6 +34,7 @@ import httpx
 
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
+from mesa_llm_testing import _fastpath
 from mesa_llm_testing._calls import FakeRequest
 from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeCore
 from mesa_llm_testing._faults import FaultKind
@@ -53,7 +56,7 @@ __all__ = ["PROVIDER", "MesaFakeProvider", "activate", "fault_exception", "insta
 
 logger = logging.getLogger(__name__)
 
-PROVIDER: Final = "mesa-fake"
+PROVIDER: Final = _fastpath.PROVIDER
 #: The URL errors claim to come from (nothing is ever sent there).
 ENDPOINT: Final = "https://mesa-fake.invalid/v1/chat/completions"
 #: optional_params the fake interprets itself or that only steer litellm / the SDK.
@@ -226,21 +229,12 @@ def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeCore
 
 
 def _model_response(fake: FakeCore, request: FakeRequest, reply: FakeReply, model: str) -> Any:
-    response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
     # Called through the wrapper, usage is attached after litellm's post-processing: with
     # usage, litellm searches its cost map for the (unknown) model to explain a $0 cost,
     # which costs more than the rest of the fake call.
-    response = reply.to_model_response(
-        model=model,
-        response_id=response_id,
-        messages=request.messages,
-        with_usage=_asked_model.get() is None,
+    return _fastpath.model_response(
+        fake, request, reply, model, with_usage=_asked_model.get() is None
     )
-    # A fake costs nothing; saying so spares litellm computing a cost for an unknown model.
-    hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, dict) and hidden.get("response_cost") is None:
-        hidden["response_cost"] = 0.0
-    return response
 
 
 def _attach_usage(response: Any, kwargs: dict[str, Any]) -> Any:
@@ -256,8 +250,7 @@ def _attach_usage(response: Any, kwargs: dict[str, Any]) -> Any:
             for tc in (getattr(message, "tool_calls", None) or [])
         ),
     )
-    response.usage = litellm.Usage(**reply.usage(kwargs.get("messages") or []))
-    return response
+    return _fastpath.attach_usage(response, reply, kwargs.get("messages"))
 
 
 def _chunks(reply: FakeReply) -> list[GenericStreamingChunk]:
@@ -301,6 +294,7 @@ def _chunks(reply: FakeReply) -> list[GenericStreamingChunk]:
 class _Activation:
     fake: FakeCore
     intercept_all: bool
+    pipeline: str = "fast"
 
 
 _lock = threading.RLock()
@@ -325,25 +319,28 @@ def _innermost() -> FakeCore | None:
 
 
 @contextmanager
-def activate(fake: FakeCore, *, intercept_all: bool = True) -> Iterator[FakeCore]:
+def activate(
+    fake: FakeCore, *, intercept_all: bool = True, pipeline: str = "fast"
+) -> Iterator[FakeCore]:
     """Context manager behind :meth:`FakeLLM.activate`."""
     from mesa_llm.module_llm import override_retry_sleep, skip_api_key_check
 
+    pipeline = _fastpath.check_pipeline(pipeline)
     with ExitStack() as stack:
         stack.enter_context(skip_api_key_check())
         stack.enter_context(override_retry_sleep(fake.record_sleep))
-        stack.enter_context(installed(fake, intercept_all=intercept_all))
+        stack.enter_context(installed(fake, intercept_all=intercept_all, pipeline=pipeline))
         yield fake
 
 
 @contextmanager
-def installed(fake: FakeCore, *, intercept_all: bool) -> Iterator[FakeCore]:
+def installed(fake: FakeCore, *, intercept_all: bool, pipeline: str = "fast") -> Iterator[FakeCore]:
     """The litellm wrappers with ``fake`` innermost, and nothing else (recording uses this).
 
     A call the fake does not take goes to the real provider through ``fake.forward`` /
     ``fake.aforward`` when it has them (a cassette recorder), else unchanged.
     """
-    entry = _Activation(fake, bool(intercept_all))
+    entry = _Activation(fake, bool(intercept_all), pipeline)
     _push(entry)
     try:
         yield fake
@@ -420,7 +417,9 @@ def _mcp_installed() -> bool:
     return importlib.util.find_spec("mcp") is not None
 
 
-def _route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], str] | None:
+def _route(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], str, _Activation] | None:
     """Rewrite the call for the fake (``kwargs`` in place); None if the call is not the fake's."""
     entry = _innermost_activation()
     if entry is None:
@@ -441,7 +440,7 @@ def _route(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ..
         args = args[2:]
     kwargs["model"] = model if model.startswith(PROVIDER + "/") else f"{PROVIDER}/{model}"
     kwargs["custom_llm_provider"] = PROVIDER
-    return args, model
+    return args, model, entry
 
 
 def _skip_mcp_lookup(kwargs: dict[str, Any]) -> None:
@@ -478,7 +477,9 @@ def _wrap_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if routed is None:
             forward = getattr(_innermost(), "forward", None)
             return original(*args, **kwargs) if forward is None else forward(original, args, kwargs)
-        rest, asked = routed
+        rest, asked, entry = routed
+        if entry.pipeline == "fast" and _fastpath.handles(kwargs):
+            return _fastpath.complete(entry.fake, asked, kwargs)
         token = _asked_model.set(asked)
         try:
             return _attach_usage(original(*rest, **kwargs), kwargs)
@@ -502,7 +503,9 @@ def _wrap_async(original: Callable[..., Any]) -> Callable[..., Any]:
             if forward is None:
                 return await original(*args, **kwargs)
             return await forward(original, args, kwargs)
-        rest, asked = routed
+        rest, asked, entry = routed
+        if entry.pipeline == "fast" and _fastpath.handles(kwargs):
+            return await _fastpath.acomplete(entry.fake, asked, kwargs)
         token = _asked_model.set(asked)
         try:
             return _attach_usage(await original(*rest, **kwargs), kwargs)

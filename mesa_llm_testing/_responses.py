@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Final
 
+from mesa_llm_testing._model_responses import build_model_response
 from mesa_llm_testing._rng import _SENTENCES, _WORDS, Rng
 from mesa_llm_testing._schema_values import SchemaValues, violate_schema
 
@@ -154,37 +155,15 @@ class FakeReply:
         """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given)."""
         if self.raw is not None:
             return self.raw.model_copy(deep=True)
-        from litellm.types.utils import (
-            ChatCompletionMessageToolCall,
-            Choices,
-            Function,
-            Message,
-            ModelResponse,
-            Usage,
-        )
-
-        tool_calls = [
-            ChatCompletionMessageToolCall(
-                id=tc.id, type="function", function=Function(name=tc.name, arguments=tc.arguments)
-            )
-            for tc in self.tool_calls
-        ] or None
-        extra: dict[str, Any] = {}
-        if with_usage:
-            extra["usage"] = Usage(**self.usage(messages))  # type: ignore[arg-type]
-        return ModelResponse(
-            id=response_id,
+        return build_model_response(
+            response_id=response_id,
             created=CREATED,
             model=model,
             system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=[
-                Choices(
-                    index=0,
-                    finish_reason=self.finish,
-                    message=Message(content=self.content, role="assistant", tool_calls=tool_calls),
-                )
-            ],
-            **extra,
+            content=self.content,
+            tool_calls=[(tc.id, tc.name, tc.arguments) for tc in self.tool_calls],
+            finish_reason=self.finish,
+            usage=self.usage(messages) if with_usage else None,
         )
 
     @classmethod

@@ -38,6 +38,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing._responses",
         "mesa_llm_testing._rng",
         "mesa_llm_testing._schema_values",
+        "mesa_llm_testing._model_responses",
         "mesa_llm_testing._calls",
         "mesa_llm_testing._fake",
         "mesa_llm_testing._plans",
@@ -45,6 +46,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "transports": (
         "mesa_llm_testing._provider",
+        "mesa_llm_testing._fastpath",
         "mesa_llm_testing._http",
         "mesa_llm_testing._callers",
         "mesa_llm_testing._server",

@@ -935,3 +935,55 @@ def test_disable_from_inside_an_agent_is_a_clear_error(mode: str) -> None:
     exc = report.outcomes[0].exception
     assert isinstance(exc, RuntimeError)
     assert "called from inside an agent's step" in str(exc)
+
+
+# --------------------------------------------------------------------------- start order (issue 13)
+
+
+class OrderAgent(Agent):
+    """Records when its step starts and resumes; every third agent never suspends."""
+
+    def __init__(self, model: Model, events: list[tuple[str, int]]) -> None:
+        super().__init__(model)
+        self.events = events
+
+    async def astep(self) -> str:
+        self.events.append(("start", self.unique_id))
+        assert current_agent() is self
+        if self.unique_id % 3:
+            await asyncio.sleep(0)
+            assert current_agent() is self
+            self.events.append(("resume", self.unique_id))
+        return f"done {self.unique_id}"
+
+
+def test_asyncio_mode_starts_agents_in_the_given_order_with_or_without_eager_tasks() -> None:
+    """On Python 3.12+ agents start eagerly as their tasks are created: the order is the same."""
+    events: list[tuple[str, int]] = []
+    model = DummyModel()
+    agents = [OrderAgent(model, events) for _ in range(9)]
+    shuffled = [agents[i] for i in (4, 0, 8, 2, 6, 1, 7, 3, 5)]
+    report = asyncio.run(step_agents_parallel(shuffled))
+    ids = [a.unique_id for a in shuffled]
+    assert [uid for what, uid in events if what == "start"] == ids
+    # Every agent starts before any resumes; the ones that suspended resume in start order.
+    assert events == [("start", uid) for uid in ids] + [("resume", uid) for uid in ids if uid % 3]
+    assert [o.unique_id for o in report.outcomes] == ids
+    assert [o.value for o in report.outcomes] == [f"done {uid}" for uid in ids]
+
+
+def test_asyncio_raise_mode_never_starts_the_agents_after_one_that_fails_at_once() -> None:
+    started: list[int] = []
+
+    class FailsAtOnce(Agent):
+        async def astep(self) -> None:
+            started.append(self.unique_id)
+            if self.unique_id == 3:
+                raise ValueError("fails before its first await")
+            await asyncio.sleep(0)
+
+    model = DummyModel()
+    agents = [FailsAtOnce(model) for _ in range(6)]
+    with pytest.raises(ValueError, match="fails before its first await"):
+        asyncio.run(step_agents_parallel(agents, on_error="raise"))
+    assert started == [1, 2, 3]

@@ -14,8 +14,9 @@ import contextlib
 import contextvars
 import inspect
 import time
+import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
@@ -42,6 +43,11 @@ from mesa_llm.parallel_stepping._state import _stepping
 from mesa_llm.parallel_stepping._workers import _pools
 
 __all__ = ["step_agents_parallel"]
+
+#: ``asyncio.eager_task_factory`` (Python 3.12+): agents that never suspend finish as
+#: their task is created, without a trip through the event loop.
+_eager_task: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
+_COROUTINE: Final = types.CoroutineType
 
 
 class _AsyncRun:
@@ -165,26 +171,42 @@ class _LoopHold:
 
     Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
     in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
+    :meth:`start` makes the first ``send`` without a generator, so an agent that
+    never suspends costs one call; ``await hold`` drives the rest.
     """
 
-    __slots__ = ("coro", "longest")
+    __slots__ = ("coro", "longest", "out", "started")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.coro = coro
         self.longest = 0.0
+        self.out: Any = None
+        self.started = False
+
+    def start(self) -> tuple[bool, Any]:
+        """The first ``send``: ``(True, value)`` if the coroutine returned without suspending."""
+        self.started = True
+        t0 = time.perf_counter()
+        try:
+            self.out = self.coro.send(None)
+        except StopIteration as stop:
+            return True, stop.value
+        finally:
+            self.longest = time.perf_counter() - t0
+        return False, None
 
     def __await__(self) -> Any:
         coro, clock = self.coro, time.perf_counter
-        value: Any = None
-        thrown: BaseException | None = None
-        while True:
+        out, self.out = self.out, None
+        if not self.started:  # the first send happens here
             t0 = clock()
             try:
-                out = coro.send(value) if thrown is None else coro.throw(thrown)
+                out = coro.send(None)
             except StopIteration as stop:
                 return stop.value
             finally:
-                self.longest = max(self.longest, clock() - t0)
+                self.longest = clock() - t0
+        while True:
             try:
                 value, thrown = (yield out), None
             except GeneratorExit:
@@ -192,6 +214,13 @@ class _LoopHold:
                 raise
             except BaseException as exc:  # cancellation and the like: passed to the agent
                 value, thrown = None, exc
+            t0 = clock()
+            try:
+                out = coro.send(value) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.longest = max(self.longest, clock() - t0)
 
 
 async def _run_one_async(
@@ -211,9 +240,17 @@ async def _run_one_async(
         fn, kind = _resolve(agent, run.method)
         if kind == _ASYNC:
             aw = fn(*args, **kwargs)
-            if inspect.iscoroutine(aw):
-                aw = hold = _LoopHold(aw)
-            value = await _with_timeout(aw, agent, run.method, s.timeout)
+            if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
+                value = await _with_timeout(aw, agent, run.method, s.timeout)
+            elif s.timeout is None:
+                # No deadline to start before the first send: make it here, and await
+                # only an agent that suspended.
+                hold = _LoopHold(aw)
+                done, value = hold.start()
+                if not done:
+                    value = await hold
+            else:
+                value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
         else:
             value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
             if type(value) is _Raised:
@@ -296,9 +333,23 @@ async def _step_async(
         else None
     )
     loop = asyncio.get_running_loop()
-    run.tasks = tasks = [
-        loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents
-    ]
+    tasks: list[asyncio.Task[AgentOutcome]] = []
+    run.tasks = tasks
+    if _eager_task is None:
+        tasks.extend(loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents)
+    else:
+        # Python 3.12+: each agent runs up to its first await as its task is created, in
+        # the given order (the start order of a lazy start). Once one has aborted the step
+        # or failed it in raise mode, the rest are created cancelled, never started, as a
+        # lazy start cancels them before their first step.
+        for a in agents:
+            coro = _run_one_async(run, a, args, kwargs, s, sem)
+            if run.error is None and run.abort is None:
+                tasks.append(_eager_task(loop, coro))
+            else:
+                task = loop.create_task(coro)
+                task.cancel()
+                tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
     # With return_exceptions=True, gather() finishes only when every agent has: also

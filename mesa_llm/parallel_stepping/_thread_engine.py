@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import inspect
+import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -20,6 +21,7 @@ from mesa_llm.parallel_stepping._asyncio_engine import _with_timeout
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
 from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
 from mesa_llm.parallel_stepping._options import (
+    DEFAULT_MAX_WORKERS,
     OnError,
     _as_list,
     _check_method,
@@ -132,15 +134,14 @@ def _run_threaded(
     pool = _pools.get(s.max_workers)
     run = _ThreadRun(len(agents), method, args, kwargs, s)
     run.pool = pool
+    if s.timeout is None and s.on_error == "isolate":
+        return _run_pulled(run, agents, pool, s)
     copy_context = contextvars.copy_context
     futures = [
         pool.submit(copy_context().run, _run_one_threaded, run, a, i) for i, a in enumerate(agents)
     ]
     try:
-        if s.timeout is None and s.on_error == "isolate":
-            outcomes = [f.result() for f in futures]
-        else:
-            outcomes = _collect_threaded(run, agents, futures, s)
+        outcomes = _collect_threaded(run, agents, futures, s)
     except BaseException:  # KeyboardInterrupt in the caller, or raise mode
         run.stop = True
         _stop_threaded(futures)
@@ -149,6 +150,47 @@ def _run_threaded(
     if abort is not None:
         raise abort
     return outcomes
+
+
+def _run_pulled(
+    run: _ThreadRun,
+    agents: list[Any],
+    pool: concurrent.futures.ThreadPoolExecutor,
+    s: _Settings,
+) -> list[AgentOutcome]:
+    """Agents taken in order by one pool task per worker: no future, lock or queue per agent.
+
+    Without per-agent deadlines or raise mode nothing needs an agent's own future.
+    Each agent still runs in its own copy of the caller's context, and after an
+    interrupt from an agent (``run.stop``) the agents not started are reported
+    cancelled, as with a future per agent.
+    """
+    n = len(agents)
+    outcomes: list[AgentOutcome | None] = [None] * n
+    caller_context = contextvars.copy_context()
+    take = itertools.count().__next__  # atomic under the GIL: each index is taken once
+
+    def work() -> None:
+        while not run.stop:
+            i = take()
+            if i >= n:
+                return
+            outcomes[i] = caller_context.copy().run(_run_one_threaded, run, agents[i], i)
+
+    workers = min(n, s.max_workers or DEFAULT_MAX_WORKERS)
+    futures = [pool.submit(work) for _ in range(workers)]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:  # KeyboardInterrupt in the caller
+        run.stop = True
+        _stop_threaded(futures)
+        raise
+    result = [o if o is not None else _cancelled(a) for o, a in zip(outcomes, agents, strict=True)]
+    abort = next((o.exception for o in result if _is_abort(o.exception)), None)
+    if abort is not None:
+        raise abort
+    return result
 
 
 def _stop_threaded(futures: Iterable[concurrent.futures.Future[Any]]) -> None:

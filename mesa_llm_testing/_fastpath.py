@@ -1,0 +1,175 @@
+"""The fast transport: litellm calls answered at litellm's entry point, without its pipeline.
+
+While a ``FakeLLM`` is active with ``pipeline="fast"`` (the default), the wrappers
+``_provider`` installs over ``litellm.completion`` / ``acompletion`` hand the calls
+that are the fake's here instead of to litellm. What comes back is what the
+``mesa-fake`` provider gives through litellm's request pipeline (``pipeline="litellm"``),
+built directly: a real ``litellm.ModelResponse`` with ``usage`` and ``_hidden_params``
+filled as litellm fills them, and the same litellm exceptions (the core raises them,
+litellm passes them through unchanged). ``tests/test_fastpath.py`` compares the two
+paths for every fault kind and reply shape.
+
+Calls this path leaves to the pipeline (see :func:`handles`): ``stream=True`` (litellm's
+own ``CustomStreamWrapper``), and ``mock_response`` (litellm answers those itself).
+Known difference: the pipeline rejects a few OpenAI parameters for the ``mesa-fake``
+provider (``reasoning_effort``, ``thinking``, ``verbosity``: ``UnsupportedParamsError``);
+the fast path records them in ``request.params`` like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+from mesa_llm_testing._calls import FakeRequest
+from mesa_llm_testing._fake import FakeCore
+from mesa_llm_testing._responses import FakeReply
+
+__all__ = ["PIPELINES", "acomplete", "check_pipeline", "complete", "handles", "model_response"]
+
+#: The ways ``FakeLLM.activate(pipeline=...)`` answers litellm calls.
+PIPELINES: Final = ("fast", "litellm")
+PROVIDER: Final = "mesa-fake"
+
+#: Keyword arguments that are not request parameters: the request itself, litellm's own
+#: options (also ``litellm.types.utils.all_litellm_params``, read once), and those the
+#: fake interprets itself. ``user`` is dropped by litellm for custom providers.
+_NOT_PARAMS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "max_retries",
+        "stream",
+        "extra_headers",
+        "user",
+        "functions",
+        "function_call",
+        "_skip_mcp_handler",
+    }
+)
+_litellm_params: frozenset[str] | None = None
+
+
+def check_pipeline(pipeline: str) -> str:
+    """``pipeline`` if it is one of :data:`PIPELINES`, else a ValueError naming them."""
+    if pipeline not in PIPELINES:
+        valid = ", ".join(repr(p) for p in PIPELINES)
+        raise ValueError(
+            f"mesa_llm_testing: FakeLLM.activate(pipeline={pipeline!r}) is not a pipeline; "
+            f"valid: {valid} (fast: answered at litellm's entry point; litellm: through "
+            f"litellm's full request pipeline)"
+        )
+    return pipeline
+
+
+def handles(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the fast path answers a routed call (streams and ``mock_response`` it does not)."""
+    return not kwargs.get("stream") and "mock_response" not in kwargs
+
+
+def complete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
+    """Answer a routed ``litellm.completion`` call (``kwargs`` as rewritten by the router)."""
+    start = time.perf_counter()
+    request = _request(fake, asked, kwargs)
+    if fake.latency:
+        time.sleep(fake.latency)
+    return _reply(fake, request, fake.answer(request), kwargs, start)
+
+
+async def acomplete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
+    """Answer a routed ``litellm.acompletion`` call; ``latency`` is awaited."""
+    start = time.perf_counter()
+    request = _request(fake, asked, kwargs)
+    if fake.latency:
+        await asyncio.sleep(fake.latency)
+    return _reply(fake, request, fake.answer(request), kwargs, start)
+
+
+def model_response(
+    fake: FakeCore, request: FakeRequest, reply: FakeReply, model: str, *, with_usage: bool
+) -> Any:
+    """The ``ModelResponse`` of ``reply`` (``model`` as litellm names it: no provider prefix)."""
+    response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
+    response = reply.to_model_response(
+        model=model, response_id=response_id, messages=request.messages, with_usage=with_usage
+    )
+    # A fake costs nothing; saying so spares litellm computing a cost for an unknown model.
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, dict) and hidden.get("response_cost") is None:
+        hidden["response_cost"] = 0.0
+    return response
+
+
+def attach_usage(response: Any, reply: FakeReply, messages: Any) -> Any:
+    """Give a ``ModelResponse`` without ``usage`` the fake's token counts (as litellm does)."""
+    if getattr(response, "usage", None):
+        return response
+    from litellm import Usage
+
+    response.usage = Usage(**reply.usage(messages or []))  # type: ignore[arg-type]
+    return response
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _request(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> FakeRequest:
+    """The fake's request, with the parameters litellm's pipeline would hand the provider."""
+    skip = _not_params()
+    params = {k: v for k, v in kwargs.items() if v is not None and k not in skip}
+    if "max_completion_tokens" in params:  # litellm maps it for OpenAI-style providers
+        params.setdefault("max_tokens", params.pop("max_completion_tokens"))
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, type):  # a pydantic model class, as litellm converts it
+        from litellm.utils import type_to_response_format_param
+
+        response_format = type_to_response_format_param(response_format)
+    return fake.make_request(
+        asked,
+        kwargs.get("messages") or [],
+        kwargs.get("tools"),
+        kwargs.get("tool_choice"),
+        response_format,
+        params,
+        "provider",
+    )
+
+
+def _reply(
+    fake: FakeCore, request: FakeRequest, reply: FakeReply, kwargs: dict[str, Any], start: float
+) -> Any:
+    routed = str(kwargs["model"])
+    model = routed.removeprefix(PROVIDER + "/")
+    response = model_response(fake, request, reply, model, with_usage=True)
+    if reply.raw is not None:
+        attach_usage(response, reply, request.messages)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    # What litellm's post-processing leaves in _hidden_params for the mesa-fake provider.
+    response._hidden_params = {
+        "response_cost": 0.0,
+        "_response_ms": elapsed_ms,
+        "callback_duration_ms": 0.0,
+        "litellm_call_id": kwargs.get("litellm_call_id") or str(uuid.uuid4()),
+        "api_base": kwargs.get("api_base") or kwargs.get("base_url"),
+        "model_id": None,
+        "additional_headers": {},
+        "litellm_model_name": routed,
+        "provider_response_model": response.model,
+    }
+    response._response_ms = elapsed_ms
+    return response
+
+
+def _not_params() -> frozenset[str]:
+    global _litellm_params
+    if _litellm_params is None:
+        from litellm.types.utils import all_litellm_params
+
+        _litellm_params = _NOT_PARAMS | frozenset(all_litellm_params)
+    return _litellm_params
