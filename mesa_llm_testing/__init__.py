@@ -15,12 +15,20 @@ if TYPE_CHECKING:
     from mesa_llm_testing._discovery import resolve_scenario
     from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
-    from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+    from mesa_llm_testing._faults import (
+        DEFAULT_KINDS,
+        TRANSIENT_KINDS,
+        FaultKind,
+        FaultPlan,
+        InjectedFault,
+    )
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
     from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
 
 _LAZY: dict[str, str] = {
+    "DEFAULT_KINDS": "mesa_llm_testing._faults",
+    "TRANSIENT_KINDS": "mesa_llm_testing._faults",
     "FakeCall": "mesa_llm_testing._calls",
     "FakeLLM": "mesa_llm_testing._fakellm",
     "FakeReply": "mesa_llm_testing._responses",
@@ -39,6 +47,8 @@ _LAZY: dict[str, str] = {
 _SUBMODULES = {"checks", "strategies"}
 
 __all__ = [
+    "DEFAULT_KINDS",
+    "TRANSIENT_KINDS",
     "CallTrace",
     "FakeCall",
     "FakeLLM",

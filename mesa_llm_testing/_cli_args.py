@@ -99,7 +99,7 @@ def _parse_kinds(kinds: str | None) -> tuple[FaultKind, ...] | None:
         valid = ", ".join(k.value for k in FaultKind)
         raise UsageError(
             f"--kinds {kinds!r}: unknown fault kind; valid values: {valid} (comma-separated), "
-            "or all"
+            "or all (default: the first six)"
         ) from None
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from unittest.mock import DEFAULT
 
 from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest
+from mesa_llm_testing._fault_answers import truncated_reply
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._responses import (
     FakeReply,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE_HTTP_BASES",
+    "BODY_ERROR_KINDS",
     "DEFAULT",
     "ERROR_KINDS",
     "PASSTHROUGH_MARK",
@@ -39,15 +41,16 @@ __all__ = [
     "SideEffectExhaustedError",
 ]
 
-#: Fault kinds that end a call in an error instead of a (bad) 200 reply.
-ERROR_KINDS: Final = frozenset(
-    {
-        FaultKind.RATE_LIMIT,
-        FaultKind.TIMEOUT,
-        FaultKind.SERVER_ERROR,
-        FaultKind.CONNECTION_ERROR,
-    }
-)
+#: Fault kinds that end a call in an error at the provider layer instead of a (bad) 200
+#: reply. Over HTTP, MISSING_FIELDS is a broken 200 and CONNECTION_RESET a cut one, which
+#: litellm turns into the same errors.
+ERROR_KINDS: Final = frozenset(FaultKind) - {
+    FaultKind.MALFORMED_JSON,
+    FaultKind.EMPTY_RESPONSE,
+    FaultKind.TRUNCATED,
+}
+#: Error kinds the HTTP layer answers with (the start of) a 200 body.
+BODY_ERROR_KINDS: Final = frozenset({FaultKind.MISSING_FIELDS, FaultKind.CONNECTION_RESET})
 #: Attribute set on exceptions the fake raised on purpose, so litellm's wrapping can be undone.
 PASSTHROUGH_MARK: Final = "_mesa_fake_raised"
 
@@ -320,16 +323,20 @@ class FakeCore:
         return Rng(self.seed, request.agent, request.step, request.call, purpose)
 
     def content_reply(self, request: FakeRequest, fault: FaultKind | None) -> FakeReply:
-        """The 200 reply: malformed/empty on those faults, else scripted or generated."""
+        """The 200 reply: malformed/empty/cut on those faults, else scripted or generated."""
         rng = self.rng(request)
         if fault is FaultKind.MALFORMED_JSON:
             return malformed_reply(request.shape, rng).with_ids(rng)
         if fault is FaultKind.EMPTY_RESPONSE:
             return empty_reply()
+        if fault in BODY_ERROR_KINDS:  # an error fault: side_effect is not consumed
+            return generate_reply(request.shape, rng).with_ids(rng)
         spec = self._scripted(request)
         if spec is DEFAULT or spec is None:
-            return generate_reply(request.shape, rng).with_ids(rng)
-        return _coerce(spec, "FakeLLM reply").with_ids(rng)
+            reply = generate_reply(request.shape, rng).with_ids(rng)
+        else:
+            reply = _coerce(spec, "FakeLLM reply").with_ids(rng)
+        return truncated_reply(reply) if fault is FaultKind.TRUNCATED else reply
 
     def _scripted(self, request: FakeRequest) -> Any:
         effect = self._side_effect

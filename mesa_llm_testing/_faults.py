@@ -15,7 +15,6 @@ older ones are dropped, and a model's counters go with the model.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import math
@@ -26,64 +25,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["LAYERS", "FaultKind", "FaultPlan", "InjectedFault"]
+from mesa_llm_testing._fault_kinds import DEFAULT_KINDS, TRANSIENT_KINDS, FaultKind, valid_kinds
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "LAYERS",
+    "TRANSIENT_KINDS",
+    "FaultKind",
+    "FaultPlan",
+    "InjectedFault",
+]
 
 #: Where a fault can be injected: the litellm custom provider or the HTTP endpoint.
 LAYERS: Final = ("provider", "http")
 
 _TRACE_VERSION: Final = 1
 _TWO_64: Final = float(1 << 64)
-
-
-class FaultKind(enum.StrEnum):
-    """A way an LLM call can fail, each shaped like the real provider failure."""
-
-    RATE_LIMIT = "rate_limit"
-    TIMEOUT = "timeout"
-    MALFORMED_JSON = "malformed_json"
-    SERVER_ERROR = "server_error"
-    CONNECTION_ERROR = "connection_error"
-    EMPTY_RESPONSE = "empty_response"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: str | FaultKind) -> FaultKind:
-        """The kind named by ``value`` (any case); ValueError naming the valid values."""
-        if isinstance(value, FaultKind):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
-        raise ValueError(
-            f"mesa_llm_testing: unknown fault kind {value!r}; valid kinds: {_valid_kinds()}"
-        )
-
-    @classmethod
-    def parse_many(cls, text: str | Iterable[str | FaultKind] | None) -> tuple[FaultKind, ...]:
-        """Parse ``"rate_limit,timeout"`` (or an iterable of kinds) into kinds in canonical order.
-
-        ``None``, ``""`` and ``"all"`` mean every kind. Duplicates are dropped, and
-        the result is in declaration order so ``"timeout,rate_limit"`` and
-        ``"rate_limit,timeout"`` inject the same faults.
-        """
-        if text is None:
-            return tuple(cls)
-        if isinstance(text, str):
-            items: list[str | FaultKind] = [p for p in (s.strip() for s in text.split(",")) if p]
-            if not items or [str(i).lower() for i in items] == ["all"]:
-                return tuple(cls)
-        else:
-            items = list(text)
-        chosen = {cls.parse(item) for item in items}
-        return tuple(kind for kind in cls if kind in chosen)
-
-
-def _valid_kinds() -> str:
-    return ", ".join(kind.value for kind in FaultKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +163,8 @@ class FaultPlan:
     """Which LLM calls fault, decided deterministically, plus the record of faults injected.
 
     ``rate`` is the probability (0 to 1) that a call faults; the kind is drawn from
-    ``kinds`` (default: every kind) by the same hash. Scripted faults added with
+    ``kinds`` (default: :data:`DEFAULT_KINDS`, the original six; see
+    :class:`FaultKind` for the others) by the same hash. Scripted faults added with
     :meth:`at` take precedence over the rate. Counters and records are thread-safe.
     """
 
@@ -223,7 +181,7 @@ class FaultPlan:
         if not self.kinds:
             raise ValueError(
                 f"mesa_llm_testing: FaultPlan kinds must name at least one fault kind; "
-                f"valid kinds: {_valid_kinds()}"
+                f"valid kinds: {valid_kinds()}"
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mesa_llm_testing: FaultPlan seed must be an integer; got {seed!r}")

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._faults import DEFAULT_KINDS, FaultKind, FaultPlan, InjectedFault
 
 __all__ = [
     "plan_from_json",
@@ -73,7 +73,9 @@ def plan_to_cli(plan: FaultPlan, *, seed: int) -> list[str]:
     if plan.scripted or plan.test_id or plan.seed != seed:
         return ["--faults", json.dumps(settings, separators=(",", ":"))]
     args = ["--faults", f"{plan.rate:g}"]
-    if set(plan.kinds) != set(FaultKind):
+    if set(plan.kinds) == set(FaultKind):
+        args += ["--kinds", "all"]
+    elif set(plan.kinds) != set(DEFAULT_KINDS):
         args += ["--kinds", ",".join(kind.value for kind in plan.kinds)]
     return args
 

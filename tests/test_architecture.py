@@ -34,7 +34,11 @@ EXAMPLES: Final = "mesa_llm_testing.scenarios"
 LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "library": ("mesa_llm",),
     "harness core": (
+        "mesa_llm_testing._fault_kinds",
         "mesa_llm_testing._faults",
+        "mesa_llm_testing._fault_answers",
+        "mesa_llm_testing._latency",
+        "mesa_llm_testing._limits",
         "mesa_llm_testing._responses",
         "mesa_llm_testing._rng",
         "mesa_llm_testing._schema_values",
