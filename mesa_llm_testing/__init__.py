@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mesa_llm_testing._discovery import resolve_scenario
     from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
+    from mesa_llm_testing._latency import lognormal, uniform
     from mesa_llm_testing._faults import (
         DEFAULT_KINDS,
         TRANSIENT_KINDS,
@@ -41,8 +42,10 @@ _LAZY: dict[str, str] = {
     "RunTrace": "mesa_llm_testing._trace",
     "ScenarioRun": "mesa_llm_testing._runner",
     "StepTrace": "mesa_llm_testing._trace",
+    "lognormal": "mesa_llm_testing._latency",
     "resolve_scenario": "mesa_llm_testing._discovery",
     "run_scenario": "mesa_llm_testing._runner",
+    "uniform": "mesa_llm_testing._latency",
 }
 _SUBMODULES = {"checks", "strategies"}
 
@@ -62,9 +65,11 @@ __all__ = [
     "SideEffectExhaustedError",
     "StepTrace",
     "checks",
+    "lognormal",
     "resolve_scenario",
     "run_scenario",
     "strategies",
+    "uniform",
 ]
 
 

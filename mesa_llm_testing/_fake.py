@@ -19,6 +19,7 @@ from unittest.mock import DEFAULT
 from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest
 from mesa_llm_testing._fault_answers import truncated_reply
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._latency import ConstantLatency, LatencyModel, as_latency
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
@@ -154,7 +155,8 @@ class FakeCore:
         side_effect: Any = None,
         seed: int = 0,
         faults: FaultPlan | None = None,
-        latency: float = 0.0,
+        latency: float | LatencyModel = 0.0,
+        time_scale: float = 1.0,
         retry_after: float = 1.0,
         keep_calls: int | None = DEFAULT_KEEP_CALLS,
     ) -> None:
@@ -167,9 +169,14 @@ class FakeCore:
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mesa_llm_testing: FakeLLM seed must be an integer; got {seed!r}")
-        if latency < 0:
+        if (
+            isinstance(time_scale, bool)
+            or not isinstance(time_scale, int | float)
+            or not 0 <= time_scale < float("inf")
+        ):
             raise ValueError(
-                f"mesa_llm_testing: FakeLLM latency must be >= 0 seconds; got {latency!r}"
+                f"mesa_llm_testing: FakeLLM time_scale must be a number >= 0 (1: wait the "
+                f"latency in full, 0.01: wait 1 %, 0: never wait); got {time_scale!r}"
             )
         if retry_after < 0:
             raise ValueError(
@@ -179,7 +186,8 @@ class FakeCore:
         self.side_effect = side_effect
         self.seed = seed
         self.faults = faults if faults is not None else FaultPlan(0.0, seed=seed)
-        self.latency = float(latency)
+        self.latency: LatencyModel = as_latency(latency)
+        self.time_scale = float(time_scale)
         self.retry_after = float(retry_after)
         self.calls = CallList(keep_calls)
         self.retry_sleeps: list[float] = []
@@ -285,6 +293,11 @@ class FakeCore:
         # The model run (over HTTP: a _callers.RemoteModel).
         run = None if agent is None else getattr(agent, "model", None)
         call = self.faults.next_call(agent=uid, step=step, model=run)
+        latency = self.latency
+        if isinstance(latency, ConstantLatency):  # no draw needed
+            delay = latency.delay
+        else:
+            delay = latency.seconds(Rng(self.seed, uid, step, call, "latency").uniform())
         return FakeRequest(
             model,
             list(messages),
@@ -298,7 +311,12 @@ class FakeCore:
             layer,
             agent,
             time.perf_counter(),
+            delay,
         )
+
+    def wait_seconds(self, request: FakeRequest) -> float:
+        """How long to wait before answering ``request``: its delay times ``time_scale``."""
+        return request.delay * self.time_scale
 
     def decide_fault(self, request: FakeRequest) -> FaultKind | None:
         """The plan's fault for ``request``, recorded as injected at the request's layer."""

@@ -144,8 +144,8 @@ async def _chat_completions(http: web.Request) -> web.StreamResponse:
             {k: v for k, v in body.items() if k not in _REQUEST_KEYS},
             "http",
         )
-    if fake.latency:
-        await asyncio.sleep(fake.latency)
+    if delay := fake.wait_seconds(request):
+        await asyncio.sleep(delay)
     fault = fake.decide_fault(request)
     try:
         if fault in ERROR_KINDS and fault not in BODY_ERROR_KINDS:

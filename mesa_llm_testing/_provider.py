@@ -219,15 +219,15 @@ class MesaFakeProvider(CustomLLM):
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer a sync litellm call."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            time.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            time.sleep(delay)
         return _model_response(fake, request, fake.answer(request), model)
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer an async litellm call (``latency`` is awaited)."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
         return _model_response(fake, request, fake.answer(request), model)
 
     def streaming(  # type: ignore[override]
@@ -235,8 +235,8 @@ class MesaFakeProvider(CustomLLM):
     ) -> Iterator[GenericStreamingChunk]:
         """Answer ``stream=True``: one chunk per tool call (or one text chunk)."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            time.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            time.sleep(delay)
         return iter(_chunks(fake.answer(request)))
 
     async def astreaming(  # type: ignore[override]
@@ -244,8 +244,8 @@ class MesaFakeProvider(CustomLLM):
     ) -> AsyncIterator[GenericStreamingChunk]:
         """Async :meth:`streaming`."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
         for chunk in _chunks(fake.answer(request)):
             yield chunk
 
