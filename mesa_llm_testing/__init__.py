@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
+    from mesa_llm_testing._bursts import Burst
     from mesa_llm_testing._calls import FakeCall, FakeRequest
     from mesa_llm_testing._discovery import resolve_scenario
     from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
-    from mesa_llm_testing._latency import lognormal, uniform
     from mesa_llm_testing._faults import (
         DEFAULT_KINDS,
         TRANSIENT_KINDS,
@@ -23,11 +23,13 @@ if TYPE_CHECKING:
         FaultPlan,
         InjectedFault,
     )
+    from mesa_llm_testing._latency import lognormal, uniform
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
     from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
 
 _LAZY: dict[str, str] = {
+    "Burst": "mesa_llm_testing._bursts",
     "DEFAULT_KINDS": "mesa_llm_testing._faults",
     "TRANSIENT_KINDS": "mesa_llm_testing._faults",
     "FakeCall": "mesa_llm_testing._calls",
@@ -52,6 +54,7 @@ _SUBMODULES = {"checks", "strategies"}
 __all__ = [
     "DEFAULT_KINDS",
     "TRANSIENT_KINDS",
+    "Burst",
     "CallTrace",
     "FakeCall",
     "FakeLLM",

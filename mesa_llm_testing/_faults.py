@@ -25,6 +25,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mesa_llm_testing._bursts import (
+    Burst,
+    Schedule,
+    check_no_schedule,
+    rate_and_kinds,
+    schedule_name,
+)
 from mesa_llm_testing._fault_kinds import DEFAULT_KINDS, TRANSIENT_KINDS, FaultKind, valid_kinds
 
 __all__ = [
@@ -175,8 +182,21 @@ class FaultPlan:
         kinds: Iterable[FaultKind | str] | str | None = None,
         seed: int = 0,
         test_id: str = "",
+        bursts: Iterable[Burst] = (),
+        schedule: Schedule | None = None,
     ) -> None:
         self.rate = _check_rate(rate)
+        self.bursts = tuple(bursts)
+        if not all(isinstance(b, Burst) for b in self.bursts):
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan bursts must be Burst(...) objects; got {bursts!r}"
+            )
+        if schedule is not None and not callable(schedule):
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan schedule must be a callable of the model step "
+                f"returning None, a rate, or (rate, kinds); got {schedule!r}"
+            )
+        self.schedule = schedule
         self.kinds = FaultKind.parse_many(kinds)
         if not self.kinds:
             raise ValueError(
@@ -194,8 +214,10 @@ class FaultPlan:
 
     def __repr__(self) -> str:
         kinds = ",".join(k.value for k in self.kinds)
+        extra = f"bursts={len(self.bursts)}, " if self.bursts else ""
+        extra += "schedule=..., " if self.schedule is not None else ""
         return (
-            f"FaultPlan(rate={self.rate:g}, kinds={kinds!r}, seed={self.seed}, "
+            f"FaultPlan(rate={self.rate:g}, kinds={kinds!r}, seed={self.seed}, {extra}"
             f"test_id={self.test_id!r}, scripted={len(self._script)}, "
             f"injected={len(self._injected)})"
         )
@@ -232,12 +254,15 @@ class FaultPlan:
             hit = self._script.get((_key_part(agent), _key_part(step), call))
             if hit is not None:
                 return hit[3]
-        if self.rate <= 0.0:
+        rate, kinds = self.rate, self.kinds
+        if self.bursts or self.schedule is not None:
+            rate, kinds = rate_and_kinds(step, rate, kinds, self.bursts, self.schedule)
+        if rate <= 0.0:
             return None
         digest = self._digest(agent, step, call, b"fault")
-        if int.from_bytes(digest[:8], "big") / _TWO_64 >= self.rate:
+        if int.from_bytes(digest[:8], "big") / _TWO_64 >= rate:
             return None
-        return self.kinds[int.from_bytes(digest[8:], "big") % len(self.kinds)]
+        return kinds[int.from_bytes(digest[8:], "big") % len(kinds)]
 
     def variant(self, *, agent: Any, step: int | None, call: int, choices: int) -> int:
         """A deterministic index in ``range(choices)`` for shaping a fault (e.g. 500 vs 503)."""
@@ -297,6 +322,10 @@ class FaultPlan:
             "scripted": [f.to_dict() for f in self.scripted],
             "injected": [f.to_dict() for f in self.injected],
         }
+        if self.bursts:
+            data["bursts"] = [b.to_dict() for b in self.bursts]
+        if self.schedule is not None:  # code: named, not serialised (see from_json)
+            data["schedule"] = schedule_name(self.schedule)
         return json.dumps(data, indent=indent)
 
     @classmethod
@@ -325,11 +354,13 @@ class FaultPlan:
         if isinstance(data, dict) and not records:
             # Nothing recorded yet: rebuild the plan itself. Its decisions are a pure
             # function of these settings, so it injects the same faults on the same calls.
+            check_no_schedule(data)
             plan = cls(
                 float(data.get("rate", 0.0)),
                 kinds=data.get("kinds"),
                 seed=int(data.get("seed", 0)),
                 test_id=test_id if test_id is not None else str(data.get("test_id", "")),
+                bursts=[Burst.from_dict(b) for b in data.get("bursts") or ()],
             )
             for item in data.get("scripted", []):
                 plan.at(

@@ -1,4 +1,4 @@
-"""Latency models: a constant, uniform(a, b), lognormal(p50, p99), drawn per call from its identity."""
+"""Latency models: a constant, uniform(a, b) or lognormal(p50, p99), drawn per call."""
 
 from __future__ import annotations
 
