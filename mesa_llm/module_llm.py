@@ -27,6 +27,7 @@ from mesa_llm._retry import (
     call_with_retries,
     override_retry_sleep,
 )
+from mesa_llm._usage import record_usage
 from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
 from mesa_llm.parallel_stepping import acting_as, current_agent
 
@@ -158,9 +159,11 @@ class ModuleLLM:
             request = self._request(
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
-            return call_with_retries(
+            response = call_with_retries(
                 self.retry, self._rng, lambda: import_litellm().completion(**request)
             )
+        record_usage(self.llm_model, response)
+        return response
 
     async def agenerate(
         self,
@@ -181,13 +184,16 @@ class ModuleLLM:
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
             if self.batching is None:
-                return await acall_with_retries(
+                response = await acall_with_retries(
                     self.retry, self._rng, lambda: import_litellm().acompletion(**request)
                 )
-            processor = BatchProcessor.shared(self._batch_key, self.batching)
-            return await acall_with_retries(
-                self.retry, self._rng, lambda: processor.submit(request)
-            )
+            else:
+                processor = BatchProcessor.shared(self._batch_key, self.batching)
+                response = await acall_with_retries(
+                    self.retry, self._rng, lambda: processor.submit(request)
+                )
+        record_usage(self.llm_model, response)
+        return response
 
     def _request(
         self,

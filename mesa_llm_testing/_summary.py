@@ -197,6 +197,9 @@ def print_summary(traces: Sequence[RunTrace], *, spec: str, plan: FaultPlan, out
     print("\nfaults by kind:", file=out)
     print(kinds_table(first), file=out)
     print(f"\nagent failures: {failures_line(first)}", file=out)
+    from mesa_llm_testing._cost import usage_line  # loads litellm's cost map
+
+    print(f"tokens: {usage_line(first.usage, agents=agents, steps=len(first.steps))}", file=out)
     if len(traces) > 1:
         print("\nper mode:", file=out)
         print(modes_table({t.mode: t for t in traces}), file=out)

@@ -60,6 +60,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "public fake": ("mesa_llm_testing._fakellm",),
     "runner": (
         "mesa_llm_testing._trace",
+        "mesa_llm_testing._cost",
         "mesa_llm_testing._recording",
         "mesa_llm_testing._runner",
         "mesa_llm_testing._process_state",
