@@ -244,7 +244,7 @@ class SessionFaults:
             "mesa_llm_trace": _TRACE_FORMAT,
             "seed": self.settings.seed,
             "rate": self.settings.rate,
-            "kinds": [kind.value for kind in self.settings.kinds or FaultKind],
+            "kinds": [kind.value for kind in self.settings.kinds or DEFAULT_KINDS],
             "faults": [
                 fault.to_dict() for fault in sorted(self.faults, key=InjectedFault.sort_key)
             ],
