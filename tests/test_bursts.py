@@ -114,7 +114,7 @@ def test_a_schedule_decides_the_rate_by_step_and_says_it_cannot_be_saved() -> No
     dumped = json.loads(plan.to_json())
     assert dumped["schedule"].endswith("outage")
     with pytest.raises(
-        ValueError, match="schedule=.*outage, a callable, which cannot be serialised"
+        ValueError, match=r"schedule=.*outage, a callable, which cannot be serialised"
     ):
         FaultPlan.from_json(plan.to_json())
     trace = run_scenario(
