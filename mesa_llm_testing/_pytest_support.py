@@ -60,7 +60,7 @@ class FaultSettings:
             [
                 f"--mesa-llm-faults={_format_rate(self.rate)}",
                 f"--mesa-llm-seed={self.seed}",
-                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or FaultKind)}",
+                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or DEFAULT_KINDS)}",
             ]
         )
 
