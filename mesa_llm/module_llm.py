@@ -31,6 +31,7 @@ from mesa_llm._litellm import import_litellm
 from mesa_llm._rate_limit import RateLimiter
 from mesa_llm._resilience import Policies, asend, send
 from mesa_llm._retry import TRANSIENT_ERRORS, RetryPolicy, override_retry_sleep
+from mesa_llm._usage import record_usage
 from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
 from mesa_llm.parallel_stepping import acting_as, current_agent
 
@@ -182,7 +183,9 @@ class ModuleLLM:
             request = self._request(
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
-            return send(self._policies(), self._rng, request, _complete)
+            response = send(self._policies(), self._rng, request, _complete)
+        record_usage(_answered_by(response, self.llm_model), response)
+        return response
 
     async def agenerate(
         self,
@@ -202,7 +205,9 @@ class ModuleLLM:
             request = self._request(
                 prompt, messages, tools, tool_choice, response_format, kwargs, system_prompt
             )
-            return await asend(self._policies(), self._rng, request, self._asend_one)
+            response = await asend(self._policies(), self._rng, request, self._asend_one)
+        record_usage(_answered_by(response, self.llm_model), response)
+        return response
 
     def _policies(self) -> Policies:
         # Built per call: retry and circuit_breaker are plain attributes users may swap.
@@ -369,3 +374,10 @@ def _mcp_gateway_needs_skip() -> bool:
 def _complete(route: Route, request: dict[str, Any]) -> ModelResponse:
     # Looked up at call time, so a harness wrapping litellm.completion sees the call.
     return import_litellm().completion(**request)
+
+
+def _answered_by(response: Any, asked: str) -> str:
+    """The model that answered (a fallback's, see ``_resilience``), else the one asked for."""
+    hidden = getattr(response, "_hidden_params", None)
+    model = hidden.get("mesa_llm_model") if isinstance(hidden, dict) else None
+    return model if isinstance(model, str) else asked

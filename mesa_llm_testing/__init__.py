@@ -11,12 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
+    from mesa_llm_testing._bursts import Burst
     from mesa_llm_testing._calls import FakeCall, FakeRequest
     from mesa_llm_testing._cassettes import CassetteMismatchError, record_to
     from mesa_llm_testing._discovery import resolve_scenario
     from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
-    from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+    from mesa_llm_testing._faults import (
+        DEFAULT_KINDS,
+        TRANSIENT_KINDS,
+        FaultKind,
+        FaultPlan,
+        InjectedFault,
+    )
+    from mesa_llm_testing._latency import lognormal, uniform
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
     from mesa_llm_testing._sweep import sweep
@@ -26,6 +34,9 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "CassetteMismatchError": "mesa_llm_testing._cassettes",
     "record_to": "mesa_llm_testing._cassettes",
+    "Burst": "mesa_llm_testing._bursts",
+    "DEFAULT_KINDS": "mesa_llm_testing._faults",
+    "TRANSIENT_KINDS": "mesa_llm_testing._faults",
     "FakeCall": "mesa_llm_testing._calls",
     "FakeLLM": "mesa_llm_testing._fakellm",
     "FakeReply": "mesa_llm_testing._responses",
@@ -38,16 +49,21 @@ _LAZY: dict[str, str] = {
     "RunTrace": "mesa_llm_testing._trace",
     "ScenarioRun": "mesa_llm_testing._runner",
     "StepTrace": "mesa_llm_testing._trace",
+    "lognormal": "mesa_llm_testing._latency",
     "resolve_scenario": "mesa_llm_testing._discovery",
     "run_scenario": "mesa_llm_testing._runner",
     "RunResult": "mesa_llm_testing._sweep_rows",
     "SweepResult": "mesa_llm_testing._sweep_rows",
     "SweepRow": "mesa_llm_testing._sweep_rows",
     "sweep": "mesa_llm_testing._sweep",
+    "uniform": "mesa_llm_testing._latency",
 }
 _SUBMODULES = {"checks", "strategies"}
 
 __all__ = [
+    "DEFAULT_KINDS",
+    "TRANSIENT_KINDS",
+    "Burst",
     "CallTrace",
     "CassetteMismatchError",
     "FakeCall",
@@ -65,11 +81,13 @@ __all__ = [
     "SweepResult",
     "SweepRow",
     "checks",
+    "lognormal",
     "record_to",
     "resolve_scenario",
     "run_scenario",
     "strategies",
     "sweep",
+    "uniform",
 ]
 
 

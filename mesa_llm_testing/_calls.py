@@ -31,6 +31,8 @@ class FakeRequest:
     layer: str  # "direct" | "provider" | "http"
     agent_object: Any = field(default=None, repr=False, compare=False)
     started: float = field(default=0.0, repr=False, compare=False)  # time.perf_counter()
+    #: The latency model's delay for this call (seconds, before ``time_scale``).
+    delay: float = field(default=0.0, compare=False)
 
     @property
     def prompt(self) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from mesa_llm_testing._bursts import Burst, check_no_schedule
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 
 __all__ = [
@@ -34,7 +35,17 @@ REPLAY_KEY: Final = "mesa_llm_testing_run"
 #: The stepping modes a run trace can be replayed in.
 REPLAY_MODES: Final = ("sequential", "asyncio", "threading")
 #: Keys of a fault-plan JSON object (``FaultPlan.to_json()`` or a trace's ``faults``).
-PLAN_KEYS: Final = ("rate", "kinds", "seed", "test_id", "scripted", "injected", "version")
+PLAN_KEYS: Final = (
+    "rate",
+    "kinds",
+    "seed",
+    "test_id",
+    "scripted",
+    "injected",
+    "bursts",
+    "schedule",
+    "version",
+)
 _RATE_HINT: Final = "a rate from 0 to 1 (0.1: one call in ten faults), or a FaultPlan JSON"
 
 
@@ -99,7 +110,7 @@ def _parse_kinds(kinds: str | None) -> tuple[FaultKind, ...] | None:
         valid = ", ".join(k.value for k in FaultKind)
         raise UsageError(
             f"--kinds {kinds!r}: unknown fault kind; valid values: {valid} (comma-separated), "
-            "or all"
+            "or all (default: the first six)"
         ) from None
 
 
@@ -147,6 +158,12 @@ def check_plan_json(data: Any, where: str) -> None:
         raise UsageError(
             f'{where}: "kinds" is {kinds!r}; valid values: a list of {valid}'
         ) from None
+    try:
+        check_no_schedule(data)
+        for burst in data.get("bursts") or ():
+            Burst.from_dict(burst)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {str(exc).removeprefix('mesa_llm_testing: ')}") from None
     for key in ("scripted", "injected"):
         records = data.get(key, [])
         if not isinstance(records, list):

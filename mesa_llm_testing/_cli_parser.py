@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Final, NoReturn
 
 from mesa_llm_testing._cli_args import non_negative_seed
 from mesa_llm_testing._cli_sweep_parser import add_sweep_parser
+from mesa_llm_testing._latency import LatencyModel, parse_latency
 from mesa_llm_testing._serve_cli import add_serve_parser
 
 __all__ = [
@@ -45,16 +45,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _latency(text: str) -> float:
+def _latency(text: str) -> LatencyModel:
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}; valid values: numbers of seconds >= 0"
-        )
-    return value
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--latency",
         type=_latency,
-        metavar="SECONDS",
-        help="simulated LLM latency per call (default 0; "
+        metavar="MODEL",
+        help="simulated LLM latency per call, drawn per call from its identity: seconds "
+        "(0.02), uniform:LOW,HIGH or lognormal:p50=S,p99=S (default 0; "
         f"{TIMELINE_LATENCY * 1e3:g} ms with --timeline)",
     )
     run.add_argument(

@@ -22,6 +22,7 @@ from mesa_llm_testing._cli_parser import PROG
 if TYPE_CHECKING:
     from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
+    from mesa_llm_testing._latency import LatencyModel
     from mesa_llm_testing._timeline import StepWindow
     from mesa_llm_testing._trace import RunTrace
 
@@ -111,7 +112,7 @@ def run_one(
     steps: int,
     seed: int,
     agents: int | None,
-    latency: float,
+    latency: float | LatencyModel,
     progress: bool,
     llm: FakeLLM | None = None,
 ) -> ModeRun:

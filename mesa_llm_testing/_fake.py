@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from unittest.mock import DEFAULT
 
 from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, FakeRequest, KeptList
+from mesa_llm_testing._fault_answers import truncated_reply
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._latency import ConstantLatency, LatencyModel, as_latency
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE_HTTP_BASES",
+    "BODY_ERROR_KINDS",
     "DEFAULT",
     "ERROR_KINDS",
     "PASSTHROUGH_MARK",
@@ -40,15 +43,16 @@ __all__ = [
     "SideEffectExhaustedError",
 ]
 
-#: Fault kinds that end a call in an error instead of a (bad) 200 reply.
-ERROR_KINDS: Final = frozenset(
-    {
-        FaultKind.RATE_LIMIT,
-        FaultKind.TIMEOUT,
-        FaultKind.SERVER_ERROR,
-        FaultKind.CONNECTION_ERROR,
-    }
-)
+#: Fault kinds that end a call in an error at the provider layer instead of a (bad) 200
+#: reply. Over HTTP, MISSING_FIELDS is a broken 200 and CONNECTION_RESET a cut one, which
+#: litellm turns into the same errors.
+ERROR_KINDS: Final = frozenset(FaultKind) - {
+    FaultKind.MALFORMED_JSON,
+    FaultKind.EMPTY_RESPONSE,
+    FaultKind.TRUNCATED,
+}
+#: Error kinds the HTTP layer answers with (the start of) a 200 body.
+BODY_ERROR_KINDS: Final = frozenset({FaultKind.MISSING_FIELDS, FaultKind.CONNECTION_RESET})
 #: Attribute set on exceptions the fake raised on purpose, so litellm's wrapping can be undone.
 PASSTHROUGH_MARK: Final = "_mesa_fake_raised"
 
@@ -160,7 +164,8 @@ class FakeCore:
         side_effect: Any = None,
         seed: int = 0,
         faults: FaultPlan | None = None,
-        latency: float = 0.0,
+        latency: float | LatencyModel = 0.0,
+        time_scale: float = 1.0,
         retry_after: float = 1.0,
         keep_calls: int | None = DEFAULT_KEEP_CALLS,
     ) -> None:
@@ -173,9 +178,14 @@ class FakeCore:
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mesa_llm_testing: FakeLLM seed must be an integer; got {seed!r}")
-        if latency < 0:
+        if (
+            isinstance(time_scale, bool)
+            or not isinstance(time_scale, int | float)
+            or not 0 <= time_scale < float("inf")
+        ):
             raise ValueError(
-                f"mesa_llm_testing: FakeLLM latency must be >= 0 seconds; got {latency!r}"
+                f"mesa_llm_testing: FakeLLM time_scale must be a number >= 0 (1: wait the "
+                f"latency in full, 0.01: wait 1 %, 0: never wait); got {time_scale!r}"
             )
         if retry_after < 0:
             raise ValueError(
@@ -185,7 +195,8 @@ class FakeCore:
         self.side_effect = side_effect
         self.seed = seed
         self.faults = faults if faults is not None else FaultPlan(0.0, seed=seed)
-        self.latency = float(latency)
+        self.latency: LatencyModel = as_latency(latency)
+        self.time_scale = float(time_scale)
         self.retry_after = float(retry_after)
         self.calls = CallList(keep_calls)
         # The delays RetryPolicy asked for (the last keep_calls; .total counts all).
@@ -295,6 +306,11 @@ class FakeCore:
         # The model run (over HTTP: a _callers.RemoteModel).
         run = None if agent is None else getattr(agent, "model", None)
         call = self.faults.next_call(agent=uid, step=step, model=run)
+        latency = self.latency
+        if isinstance(latency, ConstantLatency):  # no draw needed
+            delay = latency.delay
+        else:
+            delay = latency.seconds(Rng(self.seed, uid, step, call, "latency").uniform())
         return FakeRequest(
             model,
             list(messages),
@@ -308,7 +324,12 @@ class FakeCore:
             layer,
             agent,
             time.perf_counter(),
+            delay,
         )
+
+    def wait_seconds(self, request: FakeRequest) -> float:
+        """How long to wait before answering ``request``: its delay times ``time_scale``."""
+        return request.delay * self.time_scale
 
     def decide_fault(self, request: FakeRequest) -> FaultKind | None:
         """The plan's fault for ``request``, recorded as injected at the request's layer."""
@@ -333,18 +354,21 @@ class FakeCore:
         return Rng(self.seed, request.agent, request.step, request.call, purpose)
 
     def content_reply(self, request: FakeRequest, fault: FaultKind | None) -> FakeReply:
-        """The 200 reply: malformed/empty on those faults, else scripted or generated."""
+        """The 200 reply: malformed/empty/cut on those faults, else scripted or generated."""
         rng = self.rng(request)
         if fault is FaultKind.MALFORMED_JSON:
             return malformed_reply(request.shape, rng).with_ids(rng)
         if fault is FaultKind.EMPTY_RESPONSE:
             return empty_reply()
-        if self.reply_source is not None:
-            return self.reply_source.reply(self, request)
-        spec = self._scripted(request)
-        if spec is DEFAULT or spec is None:
+        if fault in BODY_ERROR_KINDS:  # an error fault: side_effect is not consumed
             return generate_reply(request.shape, rng).with_ids(rng)
-        return _coerce(spec, "FakeLLM reply").with_ids(rng)
+        if self.reply_source is not None:  # a cassette replay
+            reply = self.reply_source.reply(self, request)
+        elif (spec := self._scripted(request)) is DEFAULT or spec is None:
+            reply = generate_reply(request.shape, rng).with_ids(rng)
+        else:
+            reply = _coerce(spec, "FakeLLM reply").with_ids(rng)
+        return truncated_reply(reply) if fault is FaultKind.TRUNCATED else reply
 
     def _scripted(self, request: FakeRequest) -> Any:
         effect = self._side_effect

@@ -44,8 +44,12 @@ class FakeLLM(FakeCore):
     fall through to ``return_value`` / the generator. Error faults do not consume
     ``side_effect`` items.
 
-    ``latency`` (seconds) is waited before every answer (asyncio paths do not block
-    the loop). The last ``keep_calls`` calls (default 10,000; None: all) are
+    ``latency`` is waited before every answer (asyncio paths do not block the loop):
+    seconds, ``uniform(a, b)`` or ``lognormal(p50=..., p99=...)``, drawn per call from
+    its identity (so the same call is as slow in every stepping mode and layer; the
+    draw is ``call.request.delay``); ``time_scale`` multiplies what is really waited
+    (``0.001`` keeps a realistic model and sleeps a thousandth of it). The last
+    ``keep_calls`` calls (default 10,000; None: all) are
     recorded in :attr:`calls`, so memory stays flat over long runs; :attr:`call_count`
     counts them all. The fault plan's call index counts each agent's calls per step
     of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
@@ -69,8 +73,8 @@ class FakeLLM(FakeCore):
         request = self._direct_request(
             messages, prompt, model, tools, tool_choice, response_format, params
         )
-        if self.latency:
-            time.sleep(self.latency)
+        if delay := self.wait_seconds(request):
+            time.sleep(delay)
         return self.answer(request)
 
     async def acomplete(
@@ -88,8 +92,8 @@ class FakeLLM(FakeCore):
         request = self._direct_request(
             messages, prompt, model, tools, tool_choice, response_format, params
         )
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        if delay := self.wait_seconds(request):
+            await asyncio.sleep(delay)
         return self.answer(request)
 
     def _direct_request(

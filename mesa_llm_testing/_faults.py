@@ -15,7 +15,6 @@ older ones are dropped, and a model's counters go with the model.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import math
@@ -26,64 +25,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["LAYERS", "FaultKind", "FaultPlan", "InjectedFault"]
+from mesa_llm_testing._bursts import (
+    Burst,
+    Schedule,
+    check_no_schedule,
+    rate_and_kinds,
+    schedule_name,
+)
+from mesa_llm_testing._fault_kinds import DEFAULT_KINDS, TRANSIENT_KINDS, FaultKind, valid_kinds
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "LAYERS",
+    "TRANSIENT_KINDS",
+    "FaultKind",
+    "FaultPlan",
+    "InjectedFault",
+]
 
 #: Where a fault can be injected: the litellm custom provider or the HTTP endpoint.
 LAYERS: Final = ("provider", "http")
 
 _TRACE_VERSION: Final = 1
 _TWO_64: Final = float(1 << 64)
-
-
-class FaultKind(enum.StrEnum):
-    """A way an LLM call can fail, each shaped like the real provider failure."""
-
-    RATE_LIMIT = "rate_limit"
-    TIMEOUT = "timeout"
-    MALFORMED_JSON = "malformed_json"
-    SERVER_ERROR = "server_error"
-    CONNECTION_ERROR = "connection_error"
-    EMPTY_RESPONSE = "empty_response"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: str | FaultKind) -> FaultKind:
-        """The kind named by ``value`` (any case); ValueError naming the valid values."""
-        if isinstance(value, FaultKind):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
-        raise ValueError(
-            f"mesa_llm_testing: unknown fault kind {value!r}; valid kinds: {_valid_kinds()}"
-        )
-
-    @classmethod
-    def parse_many(cls, text: str | Iterable[str | FaultKind] | None) -> tuple[FaultKind, ...]:
-        """Parse ``"rate_limit,timeout"`` (or an iterable of kinds) into kinds in canonical order.
-
-        ``None``, ``""`` and ``"all"`` mean every kind. Duplicates are dropped, and
-        the result is in declaration order so ``"timeout,rate_limit"`` and
-        ``"rate_limit,timeout"`` inject the same faults.
-        """
-        if text is None:
-            return tuple(cls)
-        if isinstance(text, str):
-            items: list[str | FaultKind] = [p for p in (s.strip() for s in text.split(",")) if p]
-            if not items or [str(i).lower() for i in items] == ["all"]:
-                return tuple(cls)
-        else:
-            items = list(text)
-        chosen = {cls.parse(item) for item in items}
-        return tuple(kind for kind in cls if kind in chosen)
-
-
-def _valid_kinds() -> str:
-    return ", ".join(kind.value for kind in FaultKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +170,8 @@ class FaultPlan:
     """Which LLM calls fault, decided deterministically, plus the record of faults injected.
 
     ``rate`` is the probability (0 to 1) that a call faults; the kind is drawn from
-    ``kinds`` (default: every kind) by the same hash. Scripted faults added with
+    ``kinds`` (default: :data:`DEFAULT_KINDS`, the original six; see
+    :class:`FaultKind` for the others) by the same hash. Scripted faults added with
     :meth:`at` take precedence over the rate. Counters and records are thread-safe.
     """
 
@@ -217,13 +182,26 @@ class FaultPlan:
         kinds: Iterable[FaultKind | str] | str | None = None,
         seed: int = 0,
         test_id: str = "",
+        bursts: Iterable[Burst] = (),
+        schedule: Schedule | None = None,
     ) -> None:
         self.rate = _check_rate(rate)
+        self.bursts = tuple(bursts)
+        if not all(isinstance(b, Burst) for b in self.bursts):
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan bursts must be Burst(...) objects; got {bursts!r}"
+            )
+        if schedule is not None and not callable(schedule):
+            raise ValueError(
+                f"mesa_llm_testing: FaultPlan schedule must be a callable of the model step "
+                f"returning None, a rate, or (rate, kinds); got {schedule!r}"
+            )
+        self.schedule = schedule
         self.kinds = FaultKind.parse_many(kinds)
         if not self.kinds:
             raise ValueError(
                 f"mesa_llm_testing: FaultPlan kinds must name at least one fault kind; "
-                f"valid kinds: {_valid_kinds()}"
+                f"valid kinds: {valid_kinds()}"
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mesa_llm_testing: FaultPlan seed must be an integer; got {seed!r}")
@@ -236,8 +214,10 @@ class FaultPlan:
 
     def __repr__(self) -> str:
         kinds = ",".join(k.value for k in self.kinds)
+        extra = f"bursts={len(self.bursts)}, " if self.bursts else ""
+        extra += "schedule=..., " if self.schedule is not None else ""
         return (
-            f"FaultPlan(rate={self.rate:g}, kinds={kinds!r}, seed={self.seed}, "
+            f"FaultPlan(rate={self.rate:g}, kinds={kinds!r}, seed={self.seed}, {extra}"
             f"test_id={self.test_id!r}, scripted={len(self._script)}, "
             f"injected={len(self._injected)})"
         )
@@ -274,12 +254,15 @@ class FaultPlan:
             hit = self._script.get((_key_part(agent), _key_part(step), call))
             if hit is not None:
                 return hit[3]
-        if self.rate <= 0.0:
+        rate, kinds = self.rate, self.kinds
+        if self.bursts or self.schedule is not None:
+            rate, kinds = rate_and_kinds(step, rate, kinds, self.bursts, self.schedule)
+        if rate <= 0.0:
             return None
         digest = self._digest(agent, step, call, b"fault")
-        if int.from_bytes(digest[:8], "big") / _TWO_64 >= self.rate:
+        if int.from_bytes(digest[:8], "big") / _TWO_64 >= rate:
             return None
-        return self.kinds[int.from_bytes(digest[8:], "big") % len(self.kinds)]
+        return kinds[int.from_bytes(digest[8:], "big") % len(kinds)]
 
     def variant(self, *, agent: Any, step: int | None, call: int, choices: int) -> int:
         """A deterministic index in ``range(choices)`` for shaping a fault (e.g. 500 vs 503)."""
@@ -339,6 +322,10 @@ class FaultPlan:
             "scripted": [f.to_dict() for f in self.scripted],
             "injected": [f.to_dict() for f in self.injected],
         }
+        if self.bursts:
+            data["bursts"] = [b.to_dict() for b in self.bursts]
+        if self.schedule is not None:  # code: named, not serialised (see from_json)
+            data["schedule"] = schedule_name(self.schedule)
         return json.dumps(data, indent=indent)
 
     @classmethod
@@ -367,11 +354,13 @@ class FaultPlan:
         if isinstance(data, dict) and not records:
             # Nothing recorded yet: rebuild the plan itself. Its decisions are a pure
             # function of these settings, so it injects the same faults on the same calls.
+            check_no_schedule(data)
             plan = cls(
                 float(data.get("rate", 0.0)),
                 kinds=data.get("kinds"),
                 seed=int(data.get("seed", 0)),
                 test_id=test_id if test_id is not None else str(data.get("test_id", "")),
+                bursts=[Burst.from_dict(b) for b in data.get("bursts") or ()],
             )
             for item in data.get("scripted", []):
                 plan.at(

@@ -6,7 +6,9 @@ another process. Faults are real HTTP: 429 with ``retry-after`` /
 ``retry-after-ms`` and ``x-ratelimit-*`` headers; 500/502/503/504 with OpenAI error
 bodies; a timeout is a response that stalls (up to ``stall`` seconds, or until
 the client hangs up) and then closes the connection without an answer; a
-connection error is a reset connection; malformed and empty replies are 200s.
+connection error is a reset connection, a connection reset a 200 cut off mid-body;
+malformed, empty, truncated and missing-field replies are 200s; the 4xx kinds and
+overloaded / bad gateway are OpenAI error bodies (``_fault_answers``).
 ``stream=true`` is answered as server-sent events in OpenAI's chunk shape.
 
 Who calls is read from the ``X-Mesa-LLM-*`` headers (``_identity``). Bad input
@@ -29,9 +31,10 @@ from aiohttp import web
 
 from mesa_llm_testing._callers import RemoteRuns
 from mesa_llm_testing._calls import FakeRequest
-from mesa_llm_testing._fake import ERROR_KINDS, FakeCore
+from mesa_llm_testing._fake import BODY_ERROR_KINDS, ERROR_KINDS, FakeCore
+from mesa_llm_testing._fault_answers import STATUS_KINDS, missing_fields_body, status_answers
 from mesa_llm_testing._faults import FaultKind
-from mesa_llm_testing._responses import SERVER_ERRORS, FakeReply, rate_limit_error
+from mesa_llm_testing._responses import FakeReply, rate_limit_error
 from mesa_llm_testing._responses import rate_limit_headers as _rate_limit_headers
 from mesa_llm_testing._stats import ServerStats
 
@@ -141,11 +144,11 @@ async def _chat_completions(http: web.Request) -> web.StreamResponse:
             {k: v for k, v in body.items() if k not in _REQUEST_KEYS},
             "http",
         )
-    if fake.latency:
-        await asyncio.sleep(fake.latency)
+    if delay := fake.wait_seconds(request):
+        await asyncio.sleep(delay)
     fault = fake.decide_fault(request)
     try:
-        if fault in ERROR_KINDS:
+        if fault in ERROR_KINDS and fault not in BODY_ERROR_KINDS:
             return await _fault(http, fake, request, fault)  # type: ignore[arg-type]
         return await _reply(http, fake, request, fault, bool(body.get("stream")))
     finally:
@@ -163,7 +166,6 @@ async def _reply(
             status = 500
         fake.record(request, None, exc, fault, status)
         return _status_error(exc, status)
-    fake.record(request, reply, None, fault, 200)
     response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
     headers = {
         "x-request-id": _request_id(fake, request),
@@ -172,6 +174,12 @@ async def _reply(
         "x-ratelimit-remaining-requests": "499",
     }
     body = reply.to_openai(model=request.model, response_id=response_id, messages=request.messages)
+    if fault is FaultKind.CONNECTION_RESET:
+        fake.record(request, None, None, fault, None)
+        return await _cut_off(http, json.dumps(body).encode(), headers)
+    fake.record(request, reply, None, fault, 200)
+    if fault is FaultKind.MISSING_FIELDS:
+        body = missing_fields_body(body, fake.fault_variant(request, 2))
     if not stream:
         return web.json_response(body, headers=headers)
     response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
@@ -215,8 +223,9 @@ async def _fault(
             status=429,
             headers=_rate_limit_headers(fake.retry_after, request_id),
         )
-    if fault is FaultKind.SERVER_ERROR:
-        status, error = SERVER_ERRORS[fake.fault_variant(request, len(SERVER_ERRORS))]
+    if fault in STATUS_KINDS:
+        answers = status_answers(fault, request.model)
+        status, error = answers[fake.fault_variant(request, len(answers))]
         fake.record(request, None, None, fault, status)
         return web.json_response(
             {"error": error}, status=status, headers={"x-request-id": request_id}
@@ -226,6 +235,20 @@ async def _fault(
         await _stall(http, http.app[_OPTIONS]["stall"])
     _reset_connection(http)
     return web.Response(status=500)  # never sent: the connection is gone
+
+
+async def _cut_off(
+    http: web.Request, data: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    """Send the headers and the first half of the body, then reset the connection."""
+    response = web.StreamResponse(
+        status=200,
+        headers={**headers, "Content-Type": "application/json", "Content-Length": str(len(data))},
+    )
+    await response.prepare(http)
+    await response.write(data[: len(data) // 2])
+    _reset_connection(http)
+    return response
 
 
 async def _stall(http: web.Request, seconds: float) -> None:

@@ -7,7 +7,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._bursts import Burst, check_no_schedule, schedule_name
+from mesa_llm_testing._faults import DEFAULT_KINDS, FaultKind, FaultPlan, InjectedFault
 
 __all__ = [
     "plan_from_json",
@@ -21,24 +22,34 @@ __all__ = [
 def plan_settings(plan: FaultPlan) -> dict[str, Any] | None:
     """The settings that make ``plan`` inject the same faults again; None if it never faults."""
     scripted = sorted(plan.scripted, key=InjectedFault.sort_key)
-    if plan.rate == 0.0 and not scripted:
+    if plan.rate == 0.0 and not scripted and not plan.bursts and plan.schedule is None:
         return None
-    return {
+    settings: dict[str, Any] = {
         "rate": plan.rate,
         "kinds": [k.value for k in plan.kinds],
         "seed": plan.seed,
         "test_id": plan.test_id,
         "scripted": [f.to_dict() for f in scripted],
     }
+    if plan.bursts:
+        settings["bursts"] = [b.to_dict() for b in plan.bursts]
+    if plan.schedule is not None:  # named only: code cannot be serialised
+        settings["schedule"] = schedule_name(plan.schedule)
+    return settings
 
 
 def plan_from_settings(settings: Mapping[str, Any]) -> FaultPlan:
-    """A fresh plan from :func:`plan_settings` output."""
+    """A fresh plan from :func:`plan_settings` output.
+
+    ValueError if the plan had a ``schedule``: a callable cannot be serialised.
+    """
+    check_no_schedule(settings)
     plan = FaultPlan(
         settings.get("rate", 0.0),
         kinds=settings.get("kinds"),
         seed=settings.get("seed", 0),
         test_id=settings.get("test_id", ""),
+        bursts=[Burst.from_dict(b) for b in settings.get("bursts") or ()],
     )
     for record in settings.get("scripted", ()):
         fault = InjectedFault.from_dict(record)
@@ -70,10 +81,12 @@ def plan_to_cli(plan: FaultPlan, *, seed: int) -> list[str]:
     settings = plan_settings(plan)
     if settings is None:
         return ["--faults", "0"]
-    if plan.scripted or plan.test_id or plan.seed != seed:
+    if plan.scripted or plan.test_id or plan.seed != seed or plan.bursts or plan.schedule:
         return ["--faults", json.dumps(settings, separators=(",", ":"))]
     args = ["--faults", f"{plan.rate:g}"]
-    if set(plan.kinds) != set(FaultKind):
+    if set(plan.kinds) == set(FaultKind):
+        args += ["--kinds", "all"]
+    elif set(plan.kinds) != set(DEFAULT_KINDS):
         args += ["--kinds", ",".join(kind.value for kind in plan.kinds)]
     return args
 

@@ -37,9 +37,9 @@ from mesa_llm._litellm import import_litellm
 from mesa_llm_testing import _fastpath
 from mesa_llm_testing._calls import FakeRequest
 from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeCore
+from mesa_llm_testing._fault_answers import STATUS_KINDS, missing_fields_body, status_answers
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing._responses import (
-    SERVER_ERRORS,
     FakeReply,
     FakeToolCall,
     rate_limit_error,
@@ -73,14 +73,36 @@ _asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # --------------------------------------------------------------------------- faults as errors
 
 
-#: For each server-error status, the exception litellm raises when an OpenAI(-compatible)
+#: For each error status, the exception litellm raises when an OpenAI(-compatible)
 #: endpoint answers with it, and the label litellm puts before the provider's name
-#: (``litellm_core_utils/exception_mapping_utils.py``: 504 is a gateway *timeout*).
-_SERVER_ERROR_CLASSES: Final = {
+#: (``litellm_core_utils/exception_mapping_utils.py``: 504 is a gateway *timeout*;
+#: 403 and 529 have no class of their own there and arrive as ``APIError``).
+_STATUS_CLASSES: Final = {
+    400: ("BadRequestError", ""),
+    401: ("AuthenticationError", "AuthenticationError: "),
+    403: ("APIError", "APIError: "),
+    404: ("NotFoundError", "NotFoundError: "),
     500: ("InternalServerError", "InternalServerError: "),
     502: ("BadGatewayError", "BadGatewayError: "),
     503: ("ServiceUnavailableError", "ServiceUnavailableError: "),
     504: ("Timeout", "Timeout Error: "),
+    529: ("APIError", "APIError: "),
+}
+#: The OpenAI SDK's ``ChatCompletion`` fields, in its order.
+_SDK_FIELDS: Final = (
+    "id",
+    "choices",
+    "created",
+    "model",
+    "object",
+    "service_tier",
+    "system_fingerprint",
+    "usage",
+)
+#: 400s that litellm tells apart by the error's code or message.
+_KIND_CLASSES: Final = {
+    FaultKind.CONTEXT_WINDOW: ("ContextWindowExceededError", "ContextWindowExceededError: "),
+    FaultKind.CONTENT_POLICY: ("ContentPolicyViolationError", "ContentPolicyViolationError: "),
 }
 
 
@@ -128,40 +150,67 @@ def fault_exception(fake: FakeCore, request: FakeRequest, kind: FaultKind) -> Ex
             model=model,
             llm_provider=provider,
         )
-    elif kind is FaultKind.SERVER_ERROR:
-        status, error = SERVER_ERRORS[fake.fault_variant(request, len(SERVER_ERRORS))]
+    elif kind in STATUS_KINDS:
+        answers = status_answers(kind, model)
+        status, error = answers[fake.fault_variant(request, len(answers))]
         response = httpx.Response(
             status,
             headers={"x-request-id": request_id},
             json={"error": error},
             request=http_request,
         )
-        name, label = _SERVER_ERROR_CLASSES[status]
+        name, label = _KIND_CLASSES.get(kind) or _STATUS_CLASSES[status]
         message = f"{label}{source} - {error['message']}"
+        common = {"message": message, "model": model, "llm_provider": provider}
         if name == "Timeout":
-            exc = litellm.Timeout(
-                message=message,
-                model=model,
-                llm_provider=provider,
-                exception_status_code=status,
-                response=response,
-            )
+            exc = litellm.Timeout(**common, exception_status_code=status, response=response)
+        elif name == "APIError":
+            exc = litellm.APIError(status_code=status, **common, request=http_request)
         else:
-            exc = getattr(litellm, name)(
-                message=message, llm_provider=provider, model=model, response=response
-            )
-    elif kind is FaultKind.CONNECTION_ERROR:
-        # litellm's OpenAI path turns the SDK's APIConnectionError into a 500 with this text.
+            exc = getattr(litellm, name)(**common, response=response)
+    elif kind in (FaultKind.CONNECTION_ERROR, FaultKind.CONNECTION_RESET):
+        # litellm's OpenAI path turns the SDK's APIConnectionError into a 500 with this text
+        # (also when the answer's headers came and its body was cut).
         return litellm.InternalServerError(
             message=f"InternalServerError: {source} - Connection error.",
             llm_provider=provider,
             model=model,
         )
+    elif kind is FaultKind.MISSING_FIELDS:
+        return _missing_fields_error(fake, request, model, provider, source)
     else:
         raise ValueError(f"mesa_llm_testing: fault kind {kind.value!r} is not an error fault")
     # Where litellm keeps a real provider's response headers (e.response.headers is rebuilt).
     exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
     return exc
+
+
+def _missing_fields_error(
+    fake: FakeCore, request: FakeRequest, model: str, provider: str, source: str
+) -> Exception:
+    """What litellm raises for a 200 body without ``choices`` or ``message``: its own words."""
+    reply = fake.content_reply(request, FaultKind.MISSING_FIELDS)
+    response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
+    sent = missing_fields_body(
+        reply.to_openai(model=model, response_id=response_id, messages=request.messages),
+        fake.fault_variant(request, 2),
+    )
+    # Over HTTP the body reaches litellm through the OpenAI SDK's ChatCompletion, in its
+    # field order (the order shows in litellm's message).
+    body = {k: sent[k] for k in _SDK_FIELDS if k in sent} | sent
+    from litellm.litellm_core_utils.llm_response_utils.convert_dict_to_response import (
+        convert_to_model_response_object,
+    )
+
+    try:
+        convert_to_model_response_object(body, litellm.ModelResponse())
+    except Exception as exc:  # the conversion's complaint is the message litellm reports
+        text = str(exc)
+    else:  # pragma: no cover - a litellm that accepts the broken body
+        text = "Invalid response object"
+    return litellm.InternalServerError(
+        message=f"InternalServerError: {source} - {text}", llm_provider=provider, model=model
+    )
 
 
 # --------------------------------------------------------------------------- the provider
@@ -173,15 +222,15 @@ class MesaFakeProvider(CustomLLM):
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer a sync litellm call."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            time.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            time.sleep(delay)
         return _model_response(fake, request, fake.answer(request), model)
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer an async litellm call (``latency`` is awaited)."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
         return _model_response(fake, request, fake.answer(request), model)
 
     def streaming(  # type: ignore[override]
@@ -189,8 +238,8 @@ class MesaFakeProvider(CustomLLM):
     ) -> Iterator[GenericStreamingChunk]:
         """Answer ``stream=True``: one chunk per tool call (or one text chunk)."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            time.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            time.sleep(delay)
         return iter(_chunks(fake.answer(request)))
 
     async def astreaming(  # type: ignore[override]
@@ -198,8 +247,8 @@ class MesaFakeProvider(CustomLLM):
     ) -> AsyncIterator[GenericStreamingChunk]:
         """Async :meth:`streaming`."""
         fake, request = _begin(model, messages, kwargs)
-        if fake.latency:
-            await asyncio.sleep(fake.latency)
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
         for chunk in _chunks(fake.answer(request)):
             yield chunk
 

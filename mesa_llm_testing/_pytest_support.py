@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._faults import DEFAULT_KINDS, FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
 
 SECTION_TITLE = "mesa-llm faults"
@@ -44,7 +44,7 @@ class FaultSettings:
 
     rate: float
     seed: int
-    kinds: tuple[FaultKind, ...] | None  # None: every kind (the default)
+    kinds: tuple[FaultKind, ...] | None  # None: DEFAULT_KINDS
     trace: Path | None
     replay_text: str | None = None  # --mesa-llm-replay as given, for the repro command
     replay: dict[str, list[InjectedFault]] | None = None  # recorded faults by test id
@@ -63,7 +63,7 @@ class FaultSettings:
             [
                 f"--mesa-llm-faults={_format_rate(self.rate)}",
                 f"--mesa-llm-seed={self.seed}",
-                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or FaultKind)}",
+                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or DEFAULT_KINDS)}",
             ]
         )
 
@@ -303,7 +303,7 @@ class SessionFaults:
             "mesa_llm_trace": _TRACE_FORMAT,
             "seed": self.settings.seed,
             "rate": self.settings.rate,
-            "kinds": [kind.value for kind in self.settings.kinds or FaultKind],
+            "kinds": [kind.value for kind in self.settings.kinds or DEFAULT_KINDS],
             "faults": [
                 fault.to_dict() for fault in sorted(self.faults, key=InjectedFault.sort_key)
             ],
@@ -399,7 +399,7 @@ def _parse_rate(text: str, source: str) -> float:
 
 
 def _parse_kinds(text: str, source: str) -> tuple[FaultKind, ...] | None:
-    """The chosen kinds, or None for every kind (the default)."""
+    """The chosen kinds, or None for the default kinds."""
     try:
         kinds = FaultKind.parse_many(text)
     except ValueError:
@@ -407,7 +407,7 @@ def _parse_kinds(text: str, source: str) -> tuple[FaultKind, ...] | None:
             f"mesa_llm_testing: {source}={text!r} is not a list of fault kinds; "
             f"use a comma-separated subset of: {_join_kinds(FaultKind, ', ')}"
         ) from None
-    return None if kinds == tuple(FaultKind) else kinds
+    return None if kinds == DEFAULT_KINDS else kinds
 
 
 def _resolve_seed(config: pytest.Config, *, default: int | None) -> int:

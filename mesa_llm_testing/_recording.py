@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mesa_llm.parallel_stepping import AgentOutcome, StepReport
+from mesa_llm.parallel_stepping import AgentOutcome, StepReport, TokenUsage
 from mesa_llm.parallel_stepping._automatic import (
     _agent_set_types,  # the one list of Mesa set types that define shuffle_do
 )
@@ -96,6 +96,7 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
         population=population,
         seconds=seconds,
         mode=mode,
+        usage=TokenUsage.total(o.usage for report in reports for o in report.outcomes).to_dict(),
     )
 
 

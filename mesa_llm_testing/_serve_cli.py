@@ -47,6 +47,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _latency(text: str) -> Any:
+    from mesa_llm_testing._latency import parse_latency
+
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(
@@ -78,7 +87,13 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--faults", type=_rate, default=0.0, help="fault rate, 0 to 1 (default 0)")
     serve.add_argument("--kinds", type=_kinds, default=None, help="fault kinds, comma-separated")
     serve.add_argument("--seed", type=int, default=0, help="seed of replies and faults")
-    serve.add_argument("--latency", type=_seconds, default=0.0, help="seconds before each answer")
+    serve.add_argument(
+        "--latency",
+        type=_latency,
+        default=0.0,
+        metavar="MODEL",
+        help="wait before each answer: seconds, uniform:LOW,HIGH or lognormal:p50=S,p99=S",
+    )
     serve.add_argument(
         "--stall",
         type=_seconds,

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._faults import DEFAULT_KINDS, FaultKind
 
 if TYPE_CHECKING:
     from mesa_llm_testing._faults import FaultPlan
@@ -166,12 +166,17 @@ def modes_table(traces: Mapping[str, RunTrace]) -> str:
 
 
 def fault_summary(plan: FaultPlan) -> str:
-    """``"faults 0.1 (all kinds)"``, ``"3 scripted faults"`` or ``"no faults"``."""
+    """``"faults 0.1 (default kinds)"``, ``"3 scripted faults"`` or ``"no faults"``."""
     if not plan.rate and not plan.scripted:
         return "no faults"
     parts = []
     if plan.rate:
-        kinds = "all kinds" if set(plan.kinds) == set(FaultKind) else ",".join(plan.kinds)
+        if set(plan.kinds) == set(DEFAULT_KINDS):
+            kinds = "default kinds"
+        elif set(plan.kinds) == set(FaultKind):
+            kinds = "all kinds"
+        else:
+            kinds = ",".join(plan.kinds)
         parts.append(f"faults {plan.rate:g} ({kinds})")
     if plan.scripted:
         parts.append(f"{len(plan.scripted)} scripted faults")
@@ -192,6 +197,9 @@ def print_summary(traces: Sequence[RunTrace], *, spec: str, plan: FaultPlan, out
     print("\nfaults by kind:", file=out)
     print(kinds_table(first), file=out)
     print(f"\nagent failures: {failures_line(first)}", file=out)
+    from mesa_llm_testing._cost import usage_line  # loads litellm's cost map
+
+    print(f"tokens: {usage_line(first.usage, agents=agents, steps=len(first.steps))}", file=out)
     if len(traces) > 1:
         print("\nper mode:", file=out)
         print(modes_table({t.mode: t for t in traces}), file=out)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from mesa_llm.parallel_stepping import TokenUsage
 from mesa_llm_testing._faults import FaultPlan, InjectedFault
 from mesa_llm_testing._plans import plan_from_settings
 
@@ -51,6 +52,8 @@ class StepTrace:
     population: list[Any] = field(default_factory=list)  # unique_ids of model.agents before
     seconds: float = 0.0  # wall time; never compared
     mode: str = ""  # the stepping mode of this step; never compared
+    #: ``TokenUsage.to_dict()`` of the replies the agents' ModuleLLMs got; never compared
+    usage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> dict[Any, str | None]:
@@ -112,6 +115,7 @@ class StepTrace:
             "retries": self.retries,
             "seconds": self.seconds,
             "mode": self.mode,
+            "usage": self.usage,
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class StepTrace:
             population=list(data.get("population", [])),
             seconds=data.get("seconds", 0.0),
             mode=data.get("mode", ""),
+            usage=dict(data.get("usage") or {}),
         )
 
 
@@ -170,6 +175,11 @@ class RunTrace:
     def seconds(self) -> float:
         """Wall time of all steps."""
         return sum(s.seconds for s in self.steps)
+
+    @property
+    def usage(self) -> TokenUsage:
+        """Prompt and completion tokens of the run's LLM replies, summed over its steps."""
+        return TokenUsage.total(TokenUsage.from_dict(s.usage) for s in self.steps)
 
     def injected(self) -> list[InjectedFault]:
         """Every fault injected in the run, in step order."""

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from mesa_llm_testing._faults import FaultKind, FaultPlan
+from mesa_llm_testing._fake import ERROR_KINDS
+from mesa_llm_testing._faults import TRANSIENT_KINDS, FaultKind, FaultPlan
 from mesa_llm_testing._plans import plan_from_settings, plan_settings
 from mesa_llm_testing._runner import run_scenario
 from mesa_llm_testing._trace import (
@@ -49,16 +50,25 @@ EXPECTED_EXCEPTIONS: Final[Mapping[FaultKind, frozenset[str]]] = {
     FaultKind.CONNECTION_ERROR: frozenset({"InternalServerError", "APIConnectionError"}),
     FaultKind.EMPTY_RESPONSE: frozenset({"EmptyResponseError"}),
     FaultKind.MALFORMED_JSON: frozenset({"MalformedResponseError", "ToolArgumentsError"}),
+    FaultKind.BAD_REQUEST: frozenset({"BadRequestError"}),
+    FaultKind.AUTH: frozenset({"AuthenticationError"}),
+    # litellm has no class of its own for an OpenAI 403 (nor a 529): a plain APIError.
+    FaultKind.PERMISSION: frozenset({"APIError", "PermissionDeniedError"}),
+    FaultKind.NOT_FOUND: frozenset({"NotFoundError"}),
+    FaultKind.CONTEXT_WINDOW: frozenset({"ContextWindowExceededError"}),
+    FaultKind.CONTENT_POLICY: frozenset({"ContentPolicyViolationError"}),
+    # A reply cut at max_tokens: unusable where tools or JSON were asked for.
+    FaultKind.TRUNCATED: frozenset({"MalformedResponseError", "ToolArgumentsError"}),
+    FaultKind.OVERLOADED: frozenset({"APIError", "InternalServerError", "ServiceUnavailableError"}),
+    FaultKind.BAD_GATEWAY: frozenset({"BadGatewayError", "Timeout"}),
+    FaultKind.CONNECTION_RESET: frozenset({"InternalServerError", "APIConnectionError"}),
+    FaultKind.MISSING_FIELDS: frozenset({"InternalServerError", "APIError"}),
 }
-#: Faults answered with an error (retried) rather than with a bad 200 reply (not retried).
-_RETRIED: Final = frozenset(
-    {
-        FaultKind.RATE_LIMIT,
-        FaultKind.TIMEOUT,
-        FaultKind.SERVER_ERROR,
-        FaultKind.CONNECTION_ERROR,
-    }
-)
+#: Faults answered with an error that a retry may cure (retried) rather than with a bad 200
+#: reply (not retried).
+_RETRIED: Final = ERROR_KINDS & TRANSIENT_KINDS
+#: Faults answered with an error no retry cures: the agent's step ends at the first.
+_REFUSED: Final = ERROR_KINDS - TRANSIENT_KINDS
 _MAX_LISTED: Final = 20
 
 
@@ -157,9 +167,11 @@ def _fault_problems(
                 else:
                     absorbed.append(f"{kind.value} on call {c.call}")  # type: ignore[union-attr]
                 continue
-            if kind is FaultKind.EMPTY_RESPONSE:
+            if kind in _REFUSED:
+                ending = (kind, c.call, "an error no retry cures")
+            elif kind is FaultKind.EMPTY_RESPONSE:
                 ending = (kind, c.call, "an empty reply")
-            elif kind is FaultKind.MALFORMED_JSON and c.expects != "text":
+            elif kind in (FaultKind.MALFORMED_JSON, FaultKind.TRUNCATED) and c.expects != "text":
                 ending = (kind, c.call, f"a malformed reply where {c.expects} were asked for")
             elif kind is not None:
                 absorbed.append(f"{kind.value} on call {c.call} (free text was asked for)")

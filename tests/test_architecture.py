@@ -34,7 +34,12 @@ EXAMPLES: Final = "mesa_llm_testing.scenarios"
 LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "library": ("mesa_llm",),
     "harness core": (
+        "mesa_llm_testing._fault_kinds",
+        "mesa_llm_testing._bursts",
         "mesa_llm_testing._faults",
+        "mesa_llm_testing._fault_answers",
+        "mesa_llm_testing._latency",
+        "mesa_llm_testing._limits",
         "mesa_llm_testing._responses",
         "mesa_llm_testing._rng",
         "mesa_llm_testing._schema_values",
@@ -57,6 +62,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "public fake": ("mesa_llm_testing._fakellm",),
     "runner": (
         "mesa_llm_testing._trace",
+        "mesa_llm_testing._cost",
         "mesa_llm_testing._recording",
         "mesa_llm_testing._packed",
         "mesa_llm_testing._runner",

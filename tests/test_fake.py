@@ -243,7 +243,7 @@ def test_side_effect_rejects_values_that_are_not_effects(bad: Any) -> None:
 def test_constructor_validates_options() -> None:
     with pytest.raises(ValueError, match="seed must be an integer"):
         FakeLLM(seed="1")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="latency must be >= 0"):
+    with pytest.raises(ValueError, match="latency must be seconds >= 0"):
         FakeLLM(latency=-1)
     with pytest.raises(ValueError, match=r"needs messages=\[...\] or prompt="):
         FakeLLM().complete()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesa_llm_testing import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing import DEFAULT_KINDS, TRANSIENT_KINDS, FaultKind, FaultPlan, InjectedFault
 
 ALL_KINDS = [kind.value for kind in FaultKind]
 GRID = [
@@ -60,9 +61,9 @@ def test_parse_many_gives_canonical_order_without_duplicates() -> None:
         FaultKind.RATE_LIMIT,
         FaultKind.EMPTY_RESPONSE,
     )
-    assert FaultKind.parse_many(None) == tuple(FaultKind)
+    assert FaultKind.parse_many(None) == DEFAULT_KINDS
     assert FaultKind.parse_many("all") == tuple(FaultKind)
-    assert FaultKind.parse_many(" ") == tuple(FaultKind)
+    assert FaultKind.parse_many(" ") == DEFAULT_KINDS
     with pytest.raises(ValueError, match="rate_limit, timeout, malformed_json"):
         FaultKind.parse_many("rate_limit,nope")
 
@@ -85,9 +86,27 @@ def test_bad_kinds_and_seed_are_value_errors() -> None:
         FaultPlan(0.5, seed="7")  # type: ignore[arg-type]
 
 
-def test_kinds_default_to_all_and_accept_text() -> None:
-    assert FaultPlan().kinds == tuple(FaultKind)
+def test_kinds_default_to_the_original_six_and_accept_text() -> None:
+    assert FaultPlan().kinds == DEFAULT_KINDS == tuple(FaultKind)[:6]
     assert FaultPlan(kinds="timeout,rate_limit").kinds == (FaultKind.RATE_LIMIT, FaultKind.TIMEOUT)
+
+
+def test_a_default_plan_injects_the_faults_it_did_before_the_new_kinds() -> None:
+    # Pinned from the plan as it was with six kinds: the new kinds are opt-in, so a
+    # seed recorded then gives the same faults now.
+    plan = FaultPlan(0.5, seed=3)
+    text = ",".join(str(kind) for kind in decisions(plan))
+    assert hashlib.blake2b(text.encode(), digest_size=8).hexdigest() == "1ae94752576ed01f"
+    assert FaultPlan(1.0, kinds="all", seed=3).kinds == tuple(FaultKind)
+
+
+def test_transient_kinds_are_documented() -> None:
+    refusals = {"bad_request", "auth", "permission", "not_found", "context_window"}
+    refusals |= {"content_policy", "truncated"}
+    assert {kind.value for kind in FaultKind if not kind.transient} == refusals
+    assert {kind for kind in FaultKind if kind.transient} == TRANSIENT_KINDS
+    for kind in FaultKind:  # the catalogue table lists every kind
+        assert kind.value in (FaultKind.__doc__ or "")
 
 
 # --------------------------------------------------------------------------- decide
@@ -148,7 +167,7 @@ def test_fault_rate_and_kind_mix_are_roughly_as_asked() -> None:
                     kinds[kind.value] += 1
     faulted = sum(kinds.values())
     assert 0.08 * total < faulted < 0.12 * total
-    assert set(kinds) == set(ALL_KINDS)
+    assert set(kinds) == {kind.value for kind in DEFAULT_KINDS}
     for count in kinds.values():  # each of 6 kinds near 1/6 of the faults
         assert 0.10 * faulted < count < 0.23 * faulted
 

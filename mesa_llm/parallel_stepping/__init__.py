@@ -31,6 +31,8 @@ module only re-exports their public names.
 
 from __future__ import annotations
 
+from mesa_llm._usage import TokenUsage
+
 # `X as X`: also importable from here but not in __all__: constants and type aliases.
 from mesa_llm.parallel_stepping._asyncio_engine import step_agents_parallel
 from mesa_llm.parallel_stepping._automatic import (
@@ -54,6 +56,7 @@ from mesa_llm.parallel_stepping._thread_engine import step_agents_multithreaded
 __all__ = [
     "AgentOutcome",
     "StepReport",
+    "TokenUsage",
     "acting_as",
     "automatic_stepping_settings",
     "current_agent",

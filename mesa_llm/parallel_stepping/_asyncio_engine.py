@@ -18,6 +18,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
 from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
@@ -232,6 +233,7 @@ async def _run_one_async(
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
     _current_agent.set(agent)  # this task's own context copy
+    new_tally()  # this agent's step counts its own tokens
     if sem is not None:
         await sem.acquire()
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
+from mesa_llm._usage import TokenUsage, tally
 from mesa_llm.errors import AgentTimeoutError, CircuitOpenError
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class AgentOutcome:
     exception: BaseException | None = None
     elapsed: float = 0.0
     blocked: float = 0.0
+    #: Tokens of the LLM replies ``ModuleLLM`` returned during the agent's step (None: not
+    #: counted, e.g. an agent cancelled before it started).
+    usage: TokenUsage | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,11 @@ class StepReport:
                 circuits.setdefault(o.exception.model, []).append(o.unique_id)
         return circuits
 
+    @property
+    def usage(self) -> TokenUsage:
+        """Prompt and completion tokens of every agent's LLM replies in this step, summed."""
+        return TokenUsage.total(o.usage for o in self.outcomes)
+
     def __len__(self) -> int:
         return len(self.outcomes)
 
@@ -139,12 +148,13 @@ def _since(start: float) -> float:
 
 
 def _succeeded(agent: Any, value: Any, elapsed: float) -> AgentOutcome:
-    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed)
+    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed, usage=tally())
 
 
 def _failed(agent: Any, exc: BaseException, elapsed: float) -> AgentOutcome:
     """The outcome of an agent that raised ``exc`` (its status says error, timeout or cancelled)."""
-    return AgentOutcome(agent, agent.unique_id, _status_of(exc, agent), None, exc, elapsed)
+    status = _status_of(exc, agent)
+    return AgentOutcome(agent, agent.unique_id, status, None, exc, elapsed, usage=tally())
 
 
 def _cancelled(agent: Any, exc: BaseException | None = None) -> AgentOutcome:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._asyncio_engine import _with_timeout
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
@@ -70,6 +71,7 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
     if run.stop:
         return _cancelled(agent)
     _current_agent.set(agent)  # runs inside a copied context
+    new_tally()  # this agent's step counts its own tokens
     _depth.set(_depth.get() + 1)
     method = run.method
     start = time.perf_counter()

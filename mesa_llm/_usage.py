@@ -1,0 +1,102 @@
+"""Token usage: what the LLM replies of an agent's step (or a run) said they cost in tokens.
+
+``ModuleLLM`` adds each reply's ``usage`` (as the provider returned it) to the tally
+of the context it runs in; the stepping engines give every agent's step a tally of
+its own, which ends up in ``AgentOutcome.usage`` and sums to ``StepReport.usage``.
+Cheap: one context-variable lookup and a few additions per reply.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TokenUsage", "new_tally", "record_usage", "tally"]
+
+
+@dataclass
+class TokenUsage:
+    """Prompt and completion tokens of some LLM replies, in total and per model asked for."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    #: model string the code asked for -> [prompt_tokens, completion_tokens, calls]
+    by_model: dict[str, list[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, model: str, prompt_tokens: int, completion_tokens: int, calls: int = 1) -> None:
+        """Count one reply (thread-safe)."""
+        with self._lock:
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            self.calls += calls
+            row = self.by_model.setdefault(model, [0, 0, 0])
+            row[0] += prompt_tokens
+            row[1] += completion_tokens
+            row[2] += calls
+
+    @classmethod
+    def total(cls, parts: Iterable[TokenUsage | None]) -> TokenUsage:
+        """The sum of ``parts`` (None counts as nothing)."""
+        result = cls()
+        for part in parts:
+            if part is not None:
+                for model, (p, c, n) in list(part.by_model.items()):
+                    result.add(model, p, c, n)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "calls": self.calls,
+            "by_model": {m: list(row) for m, row in sorted(self.by_model.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TokenUsage:
+        """Rebuild from :meth:`to_dict` output (an empty usage from None)."""
+        result = cls()
+        for model, (p, c, n) in dict((data or {}).get("by_model") or {}).items():
+            result.add(model, int(p), int(c), int(n))
+        return result
+
+
+_tally: contextvars.ContextVar[TokenUsage | None] = contextvars.ContextVar(
+    "mesa_llm_usage", default=None
+)
+
+
+def new_tally() -> TokenUsage:
+    """Start counting in this context (an engine, for one agent's step); return the tally."""
+    usage = TokenUsage()
+    _tally.set(usage)
+    return usage
+
+
+def tally() -> TokenUsage | None:
+    """The tally of this context, if an engine started one."""
+    return _tally.get()
+
+
+def record_usage(model: str, response: Any) -> None:
+    """Add ``response.usage`` (a litellm ``ModelResponse``) to this context's tally, if any."""
+    usage = _tally.get()
+    if usage is None:
+        return
+    reported = getattr(response, "usage", None)
+    if reported is None:
+        return
+    prompt = getattr(reported, "prompt_tokens", None) or 0
+    completion = getattr(reported, "completion_tokens", None) or 0
+    usage.add(model, int(prompt), int(completion))

@@ -1,0 +1,62 @@
+"""What a run's tokens would cost, from litellm's local cost map, priced as the model asked for.
+
+The fake answers every call, but the code asked for a real model (say
+``openai/gpt-4o-mini``): its tokens are priced as that model's, so a user sees what
+the same run against the provider would cost. A model the cost map does not know
+(``mesa-fake/...``, a local model) has an unknown cost, said as such.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesa_llm._litellm import import_litellm
+from mesa_llm.parallel_stepping import TokenUsage
+
+__all__ = ["estimate_cost", "usage_line"]
+
+
+def _prices(model: str) -> tuple[float, float] | None:
+    """($ per prompt token, $ per completion token) of ``model``, or None if unknown."""
+    table: dict[str, Any] = import_litellm().model_cost
+    _, slash, bare = model.partition("/")
+    for name in (model, bare if slash else None):
+        entry = table.get(name) if name else None
+        if isinstance(entry, dict) and "input_cost_per_token" in entry:
+            return float(entry["input_cost_per_token"]), float(
+                entry.get("output_cost_per_token", 0.0)
+            )
+    return None
+
+
+def estimate_cost(usage: TokenUsage) -> tuple[float, list[str]]:
+    """(dollars for the priced models, models whose price is unknown)."""
+    dollars = 0.0
+    unknown = []
+    for model, (prompt, completion, _) in sorted(usage.by_model.items()):
+        prices = _prices(model)
+        if prices is None:
+            unknown.append(model)
+        else:
+            dollars += prompt * prices[0] + completion * prices[1]
+    return dollars, unknown
+
+
+def usage_line(usage: TokenUsage, *, agents: int, steps: int) -> str:
+    """``"12,345 prompt + 678 completion tokens in 90 calls; this 10-agent x 5-step run would
+    cost about $0.0023 (openai/gpt-4o-mini)"``, or the cost said to be unknown."""
+    tokens = (
+        f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens "
+        f"in {usage.calls:,} LLM replies"
+    )
+    if not usage.calls:
+        return tokens
+    dollars, unknown = estimate_cost(usage)
+    run = f"this {agents}-agent x {steps}-step run"
+    priced = sorted(set(usage.by_model) - set(unknown))
+    if not priced:
+        return f"{tokens}; cost unknown: litellm has no price for {', '.join(unknown)}"
+    text = f"{tokens}; {run} would cost about ${dollars:.4g} (priced as {', '.join(priced)})"
+    if unknown:
+        text += f"; no price for {', '.join(unknown)}"
+    return text

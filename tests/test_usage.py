@@ -1,0 +1,124 @@
+"""Token usage per agent, per step and per run, and the estimated cost of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import mesa
+import pytest
+
+from mesa_llm.module_llm import ModuleLLM
+from mesa_llm.parallel_stepping import step_agents_parallel_sync
+from mesa_llm_testing import FakeLLM, FaultPlan, run_scenario
+from mesa_llm_testing.cli import main
+from mesa_llm_testing.scenarios import DEFAULT_SCENARIO, REGISTRY
+
+MODEL = "openai/gpt-4o-mini"
+
+
+class Talker(mesa.Agent):
+    """Asks its LLM once or twice per step (sync agents)."""
+
+    def __init__(self, model: mesa.Model, api_base: str | None) -> None:
+        super().__init__(model)
+        self.llm = ModuleLLM(MODEL, api_base=api_base, api_key="sk-fake", agent=self)
+
+    def step(self) -> None:
+        for i in range(1 + self.unique_id % 2):
+            self.llm.generate(f"Agent {self.unique_id}, turn {i}: what now?" * (1 + i))
+
+
+class AsyncTalker(Talker):
+    async def astep(self) -> None:
+        await self.llm.agenerate(f"Agent {self.unique_id}: your move?")
+
+
+def step_once(mode: str, layer: str, cls: type[Talker] = Talker) -> tuple[Any, FakeLLM]:
+    fake = FakeLLM(seed=1, faults=FaultPlan(0.0))
+    with contextlib.ExitStack() as stack:
+        if layer == "http":
+            stack.enter_context(fake.activate(intercept_all=False))
+            api_base = stack.enter_context(fake.http())
+        else:
+            stack.enter_context(fake.activate())
+            api_base = None
+        model = mesa.Model(seed=1)
+        agents = [cls(model, api_base) for _ in range(4)]
+        report = step_agents_parallel_sync(agents, mode=mode)  # type: ignore[arg-type]
+    assert report.ok, report.errors
+    return report, fake
+
+
+@pytest.mark.parametrize("layer", ["provider", "http"])
+@pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
+def test_step_report_usage_sums_each_agents_replies(mode: str, layer: str) -> None:
+    report, fake = step_once(mode, layer)
+    assert {c.layer for c in fake.calls} == {layer}
+    per_agent: dict[Any, list[int]] = {}
+    for c in fake.calls:
+        tokens = c.response.usage(c.request.messages)  # type: ignore[union-attr]
+        row = per_agent.setdefault(c.agent, [0, 0, 0])
+        row[0] += tokens["prompt_tokens"]
+        row[1] += tokens["completion_tokens"]
+        row[2] += 1
+    for outcome in report:
+        usage = outcome.usage
+        assert usage is not None
+        expected = per_agent[outcome.unique_id]
+        assert [usage.prompt_tokens, usage.completion_tokens, usage.calls] == expected
+        assert usage.by_model == {MODEL: expected}
+    total = report.usage
+    assert total.calls == len(fake.calls) == 6
+    assert total.prompt_tokens == sum(row[0] for row in per_agent.values()) > 0
+    assert total.total_tokens == total.prompt_tokens + total.completion_tokens
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "threading"])
+def test_async_agents_count_their_usage_too(mode: str) -> None:
+    report, fake = step_once(mode, "provider", AsyncTalker)
+    assert report.usage.calls == len(fake.calls) == 4
+    assert all(o.usage is not None and o.usage.calls == 1 for o in report)
+
+
+def scenario_run(mode: str, llm_model: str) -> Any:
+    factory = functools.partial(REGISTRY[DEFAULT_SCENARIO], llm_model=llm_model)
+    return run_scenario(factory, steps=3, mode=mode, faults=FaultPlan(0.2, seed=3), seed=3)
+
+
+def test_run_usage_is_the_same_in_every_mode_and_priced_as_the_model_asked_for() -> None:
+    from mesa_llm_testing._cost import estimate_cost, usage_line
+
+    runs = [scenario_run(mode, MODEL) for mode in ("sequential", "asyncio", "threading")]
+    usages = [run.usage for run in runs]
+    assert usages[0].calls > 0 and usages[0].prompt_tokens > 0
+    assert all(u.to_dict() == usages[0].to_dict() for u in usages)
+    assert [s.usage for s in runs[1].steps] == [s.usage for s in runs[0].steps]
+    dollars, unknown = estimate_cost(usages[0])
+    assert unknown == []
+    expected = usages[0].prompt_tokens * 0.15e-6 + usages[0].completion_tokens * 0.6e-6
+    assert dollars == pytest.approx(expected)
+    line = usage_line(usages[0], agents=10, steps=3)
+    assert "this 10-agent x 3-step run would cost about $" in line and "gpt-4o-mini" in line
+
+
+def test_an_unknown_model_has_an_unknown_cost_and_does_not_crash() -> None:
+    from mesa_llm_testing._cost import usage_line
+
+    usage = scenario_run("sequential", "mesa-fake/scenario").usage
+    assert "cost unknown: litellm has no price for mesa-fake/scenario" in usage_line(
+        usage, agents=3, steps=3
+    )
+
+
+def test_usage_survives_the_trace_json() -> None:
+    run = scenario_run("sequential", MODEL)
+    again = type(run).from_json(run.to_json())
+    assert again.usage.to_dict() == run.usage.to_dict()
+
+
+def test_cli_run_prints_tokens_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--agents", "3", "--steps", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "tokens: " in out and "prompt +" in out and "completion tokens" in out
