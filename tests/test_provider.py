@@ -328,7 +328,7 @@ def test_retry_delays_are_bounded_like_call_records_and_counted_in_total() -> No
     with fake.activate():
         llm = ModuleLLM("openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=4))
         for _ in range(3):
-            with pytest.raises(Exception, match="RateLimitError|rate limit"):
+            with pytest.raises(Exception, match=r"RateLimitError|rate limit"):
                 llm.generate("Where to?")
     assert fake.retry_sleeps.total == 9  # three retries per call, none of them slept
     assert fake.retry_sleeps == [2.0] * 5  # the last keep_calls delays are kept

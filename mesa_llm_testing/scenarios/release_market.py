@@ -7,8 +7,8 @@ negotiation example does) for an unknown product or a price over the buyer's
 budget. Nobody moves during a step, so what an agent observes never depends on
 who stepped first and every stepping mode gives the same trace. (A release model
 whose agents move or change shared state while others observe it is
-order-dependent; ``mesa-llm-testing run --mode all`` reports it as such.) Nothing here uses mesa_llm's
-own API: the agents, tools, reasoning and parallel stepping are spelled as a
+order-dependent; ``mesa-llm-testing run --mode all`` reports it as such.) Nothing
+here uses mesa_llm's own API: the agents, tools, reasoning and parallel stepping are spelled as a
 mesa-llm 0.3.2 user spells them (``@tool(tool_manager=...)``, ``ToolManager()``,
 ``reasoning.aplan(obs=..., selected_tools=[...])``, ``apply_plan``, and a model
 that only sets ``self.parallel_stepping = True``), so ``mesa-llm-testing run
