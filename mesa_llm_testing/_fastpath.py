@@ -77,8 +77,8 @@ def complete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
     """Answer a routed ``litellm.completion`` call (``kwargs`` as rewritten by the router)."""
     start = time.perf_counter()
     request = _request(fake, asked, kwargs)
-    if fake.latency:
-        time.sleep(fake.latency)
+    if delay := fake.wait_seconds(request):
+        time.sleep(delay)
     return _reply(fake, request, fake.answer(request), kwargs, start)
 
 
@@ -86,8 +86,8 @@ async def acomplete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
     """Answer a routed ``litellm.acompletion`` call; ``latency`` is awaited."""
     start = time.perf_counter()
     request = _request(fake, asked, kwargs)
-    if fake.latency:
-        await asyncio.sleep(fake.latency)
+    if delay := fake.wait_seconds(request):
+        await asyncio.sleep(delay)
     return _reply(fake, request, fake.answer(request), kwargs, start)
 
 
