@@ -10,7 +10,13 @@ litellm passes them through unchanged). ``tests/test_fastpath.py`` compares the 
 paths for every fault kind and reply shape.
 
 Calls this path leaves to the pipeline (see :func:`handles`): ``stream=True`` (litellm's
-own ``CustomStreamWrapper``), and ``mock_response`` (litellm answers those itself).
+own ``CustomStreamWrapper``), ``mock_response`` (litellm answers those itself), and
+messages that are not a list (the pipeline's own errors).
+
+In neither path does the fake enforce the client's ``timeout`` against its latency
+model (a slow call still answers: inject a ``timeout`` fault, or go through
+``FakeLLM.http()`` where the client's own timeout applies), nor answer ``n > 1``
+with several choices (one choice, as the ``mesa-fake`` provider gives).
 Known difference: the pipeline rejects a few OpenAI parameters for the ``mesa-fake``
 provider (``reasoning_effort``, ``thinking``, ``verbosity``: ``UnsupportedParamsError``);
 the fast path records them in ``request.params`` like any other.
@@ -48,8 +54,8 @@ _NOT_PARAMS: Final = frozenset(
         "stream",
         "extra_headers",
         "user",
-        "functions",
-        "function_call",
+        "timeout",
+        "base_url",
         "_skip_mcp_handler",
     }
 )
@@ -69,8 +75,16 @@ def check_pipeline(pipeline: str) -> str:
 
 
 def handles(kwargs: Mapping[str, Any]) -> bool:
-    """Whether the fast path answers a routed call (streams and ``mock_response`` it does not)."""
-    return not kwargs.get("stream") and "mock_response" not in kwargs
+    """Whether the fast path answers a routed call.
+
+    Not streams, ``mock_response``, nor messages that are not a list (litellm's pipeline
+    raises its own errors for those, so they go there).
+    """
+    return (
+        not kwargs.get("stream")
+        and "mock_response" not in kwargs
+        and isinstance(kwargs.get("messages", []), list | tuple)
+    )
 
 
 def complete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:

@@ -233,6 +233,32 @@ def test_mock_response_is_left_to_litellm_on_the_fast_path() -> None:
     assert response.choices[0].message.content == "from litellm"
 
 
+FUNCTIONS = [{"name": "f", "parameters": {"type": "object", "properties": {}}}]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"functions": FUNCTIONS, "function_call": "auto"},  # kept, as the pipeline keeps them
+        {"timeout": 5.0, "base_url": "http://127.0.0.1:9/v1"},  # client options: dropped
+        {"messages": "hello"},  # not a list: the pipeline's own error, on both paths
+    ],
+    ids=["functions", "client-options", "string-messages"],
+)
+def test_both_paths_hand_the_fake_the_same_params_and_errors(extra: dict[str, Any]) -> None:
+    def seen(pipeline: str) -> tuple[Any, ...]:
+        fake = FakeLLM(seed=1)
+        with fake.activate(pipeline=pipeline):
+            try:
+                litellm.completion(**{"model": "openai/gpt-4o-mini", "messages": MESSAGES, **extra})
+                outcome: Any = "ok"
+            except Exception as exc:
+                outcome = type(exc)
+        return outcome, [c.request.params for c in fake.calls]
+
+    assert seen("fast") == seen("litellm")
+
+
 def test_unknown_pipeline_is_rejected_naming_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"pipeline='slow'.*'fast', 'litellm'"):
         FakeLLM().activate(pipeline="slow")
