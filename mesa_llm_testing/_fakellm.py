@@ -25,6 +25,7 @@ from mesa_llm_testing._responses import FakeReply
 
 if TYPE_CHECKING:
     from mesa_llm_testing._cassettes import CassetteReplies
+    from mesa_llm_testing._limits import Refusal
 
 __all__ = ["CassetteLLM", "FakeLLM"]
 
@@ -70,12 +71,17 @@ class FakeLLM(FakeCore):
         **params: Any,
     ) -> FakeReply:
         """Answer in-process (no litellm); error faults raise the provider's litellm exceptions."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if delay := self.wait_seconds(request):
-            time.sleep(delay)
-        return self.answer(request)
+        slot = self.admit(model, _messages(messages, prompt), tools, params, "direct")
+        try:
+            request = self._direct_request(
+                messages, prompt, model, tools, tool_choice, response_format, params
+            )
+            if delay := self.wait_seconds(request):
+                time.sleep(delay)
+            return self.answer(request)
+        finally:
+            if slot is not None:
+                slot.release()
 
     async def acomplete(
         self,
@@ -89,12 +95,17 @@ class FakeLLM(FakeCore):
         **params: Any,
     ) -> FakeReply:
         """Async :meth:`complete`; ``latency`` is awaited, not slept."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if delay := self.wait_seconds(request):
-            await asyncio.sleep(delay)
-        return self.answer(request)
+        slot = self.admit(model, _messages(messages, prompt), tools, params, "direct")
+        try:
+            request = self._direct_request(
+                messages, prompt, model, tools, tool_choice, response_format, params
+            )
+            if delay := self.wait_seconds(request):
+                await asyncio.sleep(delay)
+            return self.answer(request)
+        finally:
+            if slot is not None:
+                slot.release()
 
     def _direct_request(
         self,
@@ -118,9 +129,15 @@ class FakeLLM(FakeCore):
 
     def fault_error(self, request: FakeRequest, kind: FaultKind) -> Exception:
         """The litellm exception a provider failure of ``kind`` arrives as (loads litellm)."""
-        from mesa_llm_testing._provider import fault_exception
+        from mesa_llm_testing._provider_errors import fault_exception
 
         return fault_exception(self, request, kind)
+
+    def limit_error(self, model: str, refusal: Refusal) -> Exception:
+        """The ``RateLimitError`` of a load-driven 429 (loads litellm)."""
+        from mesa_llm_testing._provider_errors import limit_exception
+
+        return limit_exception(model, refusal)
 
     @classmethod
     def from_cassette(
