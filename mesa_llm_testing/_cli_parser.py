@@ -6,10 +6,9 @@ import argparse
 import sys
 from typing import Final, NoReturn
 
-from mesa_llm_testing._cli_args import non_negative_seed
+from mesa_llm_testing._cli_args import limits_arg, non_negative_seed
 from mesa_llm_testing._cli_sweep_parser import add_sweep_parser
 from mesa_llm_testing._latency import LatencyModel, parse_latency
-from mesa_llm_testing._limits import ProviderLimits
 from mesa_llm_testing._serve_cli import add_serve_parser
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "PROG",
     "TIMELINE_LATENCY",
     "build_parser",
-    "limits_arg",
 ]
 
 PROG: Final = "mesa-llm-testing"
@@ -52,14 +50,6 @@ def _latency(text: str) -> LatencyModel:
         return parse_latency(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def limits_arg(text: str) -> ProviderLimits:
-    """``--limits``: ``rpm=600,tpm=100000,max_concurrent=8`` (errors name the valid keys)."""
-    try:
-        return ProviderLimits.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("mesa_llm_testing: ")) from None
 
 
 class _Parser(argparse.ArgumentParser):

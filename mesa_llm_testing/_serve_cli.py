@@ -101,7 +101,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
         help="seconds a TIMEOUT fault stalls before closing (default 60; or until the "
         "client hangs up)",
     )
-    from mesa_llm_testing._cli_parser import limits_arg
+    from mesa_llm_testing._cli_args import limits_arg
 
     serve.add_argument(
         "--limits",
