@@ -55,6 +55,12 @@ class FakeLLM(FakeCore):
     counts them all. The fault plan's call index counts each agent's calls per step
     of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
     :meth:`activate` is active are recorded in :attr:`retry_sleeps` instead of slept.
+
+    ``limits`` (``ProviderLimits(rpm=..., tpm=..., max_concurrent=...)`` or
+    ``"rpm=600,tpm=100000"``) makes every way in answer 429 when the calls it actually
+    receives exceed a limit (``clock`` replaces ``time.monotonic`` for the 60 s window).
+    Such a call takes no call index, so it shifts no fault; it is recorded in
+    :attr:`limited`, not in :attr:`calls` (see :mod:`mesa_llm_testing._limits`).
     """
 
     # ------------------------------------------------------------------ direct calls

@@ -116,6 +116,7 @@ class SessionFaults:
         self.tests = 0
         self.tests_with_faults = 0
         self.usage: dict[str, list[int]] = {}  # model asked for -> [prompt, completion, replies]
+        self.tests_with_usage = 0
         self._recorder: Any = None  # the session's CassetteRecorder, opened on first use
 
     @classmethod
@@ -302,6 +303,7 @@ class SessionFaults:
                 self.tests_with_faults += 1
                 self.faults.extend(map(InjectedFault.from_dict, json.loads(str(value))))
             elif name == _USAGE_PROPERTY:
+                self.tests_with_usage += 1
                 for model, row in json.loads(str(value)).items():
                     total = self.usage.setdefault(model, [0, 0, 0])
                     total[:] = [a + int(b) for a, b in zip(total, row, strict=True)]
@@ -351,7 +353,8 @@ class SessionFaults:
         usage = TokenUsage()
         for model, (prompt, completion, replies) in sorted(self.usage.items()):
             usage.add(model, prompt, completion, replies)
-        return "tokens: " + usage_line(usage, what=f"these {self.tests} test(s)")
+        what = f"the LLM calls of these {self.tests_with_usage} test(s)"
+        return "tokens: " + usage_line(usage, what=what)
 
 
 @contextlib.contextmanager

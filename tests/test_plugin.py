@@ -566,8 +566,8 @@ def test_the_summary_shows_tokens_and_the_cost_of_the_model_asked_for(
     result.stdout.fnmatch_lines(
         [
             "*= mesa-llm =*",
-            "tokens: 303 prompt + * completion tokens in 3 LLM replies; these 2 test(s) would "
-            "cost about $* (priced as openai/gpt-4o-mini)",
+            "tokens: 303 prompt + * completion tokens in 3 LLM replies; the LLM calls of these "
+            "1 test(s) would cost about $* (priced as openai/gpt-4o-mini)",
         ]
     )
 
