@@ -27,7 +27,7 @@ from mesa_llm.errors import (
 
 if TYPE_CHECKING:
     from mesa_llm._circuit import CircuitBreaker
-    from mesa_llm._rate_limit import RateLimiter
+    from mesa_llm._rate_limit import RateLimiter, estimate_tokens
     from mesa_llm.llm_agent import LLMAgent
     from mesa_llm.module_llm import BatchConfig, ModuleLLM, RetryPolicy
     from mesa_llm.parallel_stepping import (
@@ -69,6 +69,7 @@ _LAZY: dict[str, str] = {
     "BatchConfig": "mesa_llm.module_llm",
     "CircuitBreaker": "mesa_llm._circuit",
     "RateLimiter": "mesa_llm._rate_limit",
+    "estimate_tokens": "mesa_llm._rate_limit",
     "ModuleLLM": "mesa_llm.module_llm",
     "RetryPolicy": "mesa_llm.module_llm",
     "LLMAgent": "mesa_llm.llm_agent",
@@ -113,6 +114,7 @@ __all__ = [
     "current_agent",
     "disable_automatic_parallel_stepping",
     "enable_automatic_parallel_stepping",
+    "estimate_tokens",
     "record_model",
     "step_agents_multithreaded",
     "step_agents_parallel",

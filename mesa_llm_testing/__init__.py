@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         InjectedFault,
     )
     from mesa_llm_testing._latency import lognormal, uniform
+    from mesa_llm_testing._limits import LimitedCall, ProviderLimits
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
     from mesa_llm_testing._sweep import sweep
@@ -50,6 +51,8 @@ _LAZY: dict[str, str] = {
     "ScenarioRun": "mesa_llm_testing._runner",
     "StepTrace": "mesa_llm_testing._trace",
     "lognormal": "mesa_llm_testing._latency",
+    "LimitedCall": "mesa_llm_testing._limits",
+    "ProviderLimits": "mesa_llm_testing._limits",
     "resolve_scenario": "mesa_llm_testing._discovery",
     "run_scenario": "mesa_llm_testing._runner",
     "RunResult": "mesa_llm_testing._sweep_rows",
@@ -73,6 +76,8 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "InjectedFault",
+    "LimitedCall",
+    "ProviderLimits",
     "RunResult",
     "RunTrace",
     "ScenarioRun",

@@ -18,11 +18,13 @@ from typing import Any, Final
 
 from mesa_llm_testing._bursts import Burst, check_no_schedule
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
+from mesa_llm_testing._limits import ProviderLimits
 
 __all__ = [
     "REPLAY_KEY",
     "REPLAY_MODES",
     "UsageError",
+    "limits_arg",
     "non_negative_seed",
     "parse_faults",
     "portable_scenario",
@@ -65,6 +67,14 @@ def non_negative_seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}; valid values: integers >= 0")
     return value
+
+
+def limits_arg(text: str) -> ProviderLimits:
+    """``--limits``: ``rpm=600,tpm=100000,max_concurrent=8`` (errors name the valid keys)."""
+    try:
+        return ProviderLimits.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("mesa_llm_testing: ")) from None
 
 
 # --------------------------------------------------------------------------- fault plans

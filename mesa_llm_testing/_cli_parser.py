@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Final, NoReturn
 
-from mesa_llm_testing._cli_args import non_negative_seed
+from mesa_llm_testing._cli_args import limits_arg, non_negative_seed
 from mesa_llm_testing._cli_sweep_parser import add_sweep_parser
 from mesa_llm_testing._latency import LatencyModel, parse_latency
 from mesa_llm_testing._serve_cli import add_serve_parser
@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated LLM latency per call, drawn per call from its identity: seconds "
         "(0.02), uniform:LOW,HIGH or lognormal:p50=S,p99=S (default 0; "
         f"{TIMELINE_LATENCY * 1e3:g} ms with --timeline)",
+    )
+    run.add_argument(
+        "--limits",
+        type=limits_arg,
+        metavar="LIMITS",
+        help="the fake provider's limits, e.g. rpm=600,tpm=100000,max_concurrent=8 (keys: "
+        "rpm, tpm, max_concurrent): calls beyond them get a 429 with Retry-After, counted "
+        "apart from faults (they depend on timing)",
     )
     run.add_argument(
         "--record",

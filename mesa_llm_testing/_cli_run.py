@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import FaultPlan
     from mesa_llm_testing._latency import LatencyModel
+    from mesa_llm_testing._limits import ProviderLimits
     from mesa_llm_testing._timeline import StepWindow
     from mesa_llm_testing._trace import RunTrace
 
@@ -115,10 +116,12 @@ def run_one(
     latency: float | LatencyModel,
     progress: bool,
     llm: FakeLLM | None = None,
+    limits: ProviderLimits | None = None,
 ) -> ModeRun:
     """Run ``scenario`` in one mode on a fresh timed fake LLM, with a progress bar on stderr.
 
     ``llm``: answer with this one instead (a cassette's replay, or its recorder).
+    ``limits``: the fresh fake's provider limits (load-driven 429s).
     """
     from tqdm import tqdm
 
@@ -127,7 +130,8 @@ def run_one(
     from mesa_llm_testing._timeline import StepWindow
 
     if llm is None:
-        llm = FakeLLM(seed=seed, faults=plan, latency=latency, keep_calls=None)  # for --timeline
+        # keep_calls=None: every call for --timeline
+        llm = FakeLLM(seed=seed, faults=plan, latency=latency, keep_calls=None, limits=limits)
     windows: list[StepWindow] = []
     with tqdm(
         total=steps,

@@ -42,7 +42,13 @@ def estimate_cost(usage: TokenUsage) -> tuple[float, list[str]]:
     return dollars, unknown
 
 
-def usage_line(usage: TokenUsage, *, agents: int, steps: int) -> str:
+def usage_line(
+    usage: TokenUsage,
+    *,
+    agents: int | None = None,
+    steps: int | None = None,
+    what: str | None = None,
+) -> str:
     """``"12,345 prompt + 678 completion tokens in 90 calls; this 10-agent x 5-step run would
     cost about $0.0023 (openai/gpt-4o-mini)"``, or the cost said to be unknown."""
     tokens = (
@@ -52,7 +58,7 @@ def usage_line(usage: TokenUsage, *, agents: int, steps: int) -> str:
     if not usage.calls:
         return tokens
     dollars, unknown = estimate_cost(usage)
-    run = f"this {agents}-agent x {steps}-step run"
+    run = what or f"this {agents}-agent x {steps}-step run"
     priced = sorted(set(usage.by_model) - set(unknown))
     if not priced:
         return f"{tokens}; cost unknown: litellm has no price for {', '.join(unknown)}"

@@ -20,6 +20,14 @@ from mesa_llm_testing._calls import DEFAULT_KEEP_CALLS, CallList, FakeCall, Fake
 from mesa_llm_testing._fault_answers import truncated_reply
 from mesa_llm_testing._faults import FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._latency import ConstantLatency, LatencyModel, as_latency
+from mesa_llm_testing._limits import (
+    LimitedCall,
+    LoadMeter,
+    ProviderLimits,
+    Refusal,
+    Slot,
+    estimate_request_tokens,
+)
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
@@ -168,6 +176,8 @@ class FakeCore:
         time_scale: float = 1.0,
         retry_after: float = 1.0,
         keep_calls: int | None = DEFAULT_KEEP_CALLS,
+        limits: ProviderLimits | str | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if keep_calls is not None and (
             isinstance(keep_calls, bool) or not isinstance(keep_calls, int) or keep_calls < 0
@@ -204,6 +214,22 @@ class FakeCore:
         #: Where replies come from instead of side_effect / return_value / the generator
         #: (a cassette replay): ``reply(core, request) -> FakeReply``, or raises.
         self.reply_source: ReplySource | None = None
+        if isinstance(limits, str):
+            limits = ProviderLimits.parse(limits)
+        if limits is not None and not isinstance(limits, ProviderLimits):
+            raise TypeError(
+                f"mesa_llm_testing: FakeLLM limits must be ProviderLimits(...), a string like "
+                f"'rpm=600,tpm=100000,max_concurrent=8', or None; got {type(limits).__name__}"
+            )
+        #: The load the fake measures against ``limits`` (None: no limits).
+        self.load: LoadMeter | None = None if limits is None else LoadMeter(limits, clock=clock)
+        #: Calls refused with a load-driven 429 (not in ``calls``, not faults; see ``limits``).
+        self.limited: KeptList[LimitedCall] = KeptList(keep_calls)
+
+    @property
+    def limits(self) -> ProviderLimits | None:
+        """The provider limits the fake answers 429 beyond (``FakeLLM(limits=...)``), or None."""
+        return None if self.load is None else self.load.limits
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -253,6 +279,9 @@ class FakeCore:
         """
         self.calls.clear()
         self.retry_sleeps.clear()
+        self.limited.clear()
+        if self.load is not None:
+            self.load.reset()
         if return_value:
             self.return_value = None
         if side_effect:
@@ -285,6 +314,54 @@ class FakeCore:
         return _coerce(obj, "json_reply(obj)")
 
     # ------------------------------------------------------------------ the core (every layer)
+
+    def take_slot(
+        self,
+        model: str,
+        messages: Sequence[Any] | None,
+        tools: Sequence[Any] | None,
+        params: Mapping[str, Any] | None,
+        layer: str,
+    ) -> Slot | Refusal | None:
+        """Check ``limits`` before a call takes its call index: a slot, a refusal, or None.
+
+        None: the fake has no limits. A refusal is recorded in :attr:`limited` (with
+        the calling agent and step) and shifts no fault: the call never reaches
+        :meth:`make_request`. Release the slot once the call is answered.
+        """
+        load = self.load
+        if load is None:
+            return None
+        outcome = load.admit(estimate_request_tokens(messages, tools, params))
+        if isinstance(outcome, Refusal):
+            agent = _current_agent()
+            uid = None if agent is None else getattr(agent, "unique_id", None)
+            step = None if agent is None else getattr(getattr(agent, "model", None), "steps", None)
+            self.limited.append(
+                LimitedCall(uid, step, model, layer, outcome.limit, outcome.retry_after)
+            )
+        return outcome
+
+    def admit(
+        self,
+        model: str,
+        messages: Sequence[Any] | None,
+        tools: Sequence[Any] | None,
+        params: Mapping[str, Any] | None,
+        layer: str,
+    ) -> Slot | None:
+        """:meth:`take_slot`, raising the provider's 429 (:meth:`limit_error`) on a refusal."""
+        outcome = self.take_slot(model, messages, tools, params, layer)
+        if isinstance(outcome, Refusal):
+            raise self.limit_error(model, outcome)
+        return outcome
+
+    def limit_error(self, model: str, refusal: Refusal) -> Exception:
+        """The exception a load-driven 429 raises at the provider layer (see ``FakeLLM``)."""
+        raise NotImplementedError(
+            f"mesa_llm_testing: {type(self).__name__} cannot raise a load-driven 429: "
+            f"override limit_error(), or use FakeLLM"
+        )
 
     def make_request(
         self,
@@ -409,7 +486,7 @@ class FakeCore:
         """The exception :meth:`answer` raises for an error fault of ``kind``.
 
         The core knows no client library; ``FakeLLM`` answers with the exceptions a
-        real litellm provider raises (``_provider.fault_exception``).
+        real litellm provider raises (``_provider_errors.fault_exception``).
         """
         raise NotImplementedError(
             f"mesa_llm_testing: {type(self).__name__} cannot raise a {kind.value} fault: "

@@ -25,6 +25,7 @@ from mesa_llm_testing._responses import FakeReply
 
 if TYPE_CHECKING:
     from mesa_llm_testing._cassettes import CassetteReplies
+    from mesa_llm_testing._limits import Refusal
 
 __all__ = ["CassetteLLM", "FakeLLM"]
 
@@ -54,6 +55,12 @@ class FakeLLM(FakeCore):
     counts them all. The fault plan's call index counts each agent's calls per step
     of its model (see :mod:`mesa_llm_testing._faults`). Retries requested while
     :meth:`activate` is active are recorded in :attr:`retry_sleeps` instead of slept.
+
+    ``limits`` (``ProviderLimits(rpm=..., tpm=..., max_concurrent=...)`` or
+    ``"rpm=600,tpm=100000"``) makes every way in answer 429 when the calls it actually
+    receives exceed a limit (``clock`` replaces ``time.monotonic`` for the 60 s window).
+    Such a call takes no call index, so it shifts no fault; it is recorded in
+    :attr:`limited`, not in :attr:`calls` (see :mod:`mesa_llm_testing._limits`).
     """
 
     # ------------------------------------------------------------------ direct calls
@@ -70,12 +77,17 @@ class FakeLLM(FakeCore):
         **params: Any,
     ) -> FakeReply:
         """Answer in-process (no litellm); error faults raise the provider's litellm exceptions."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if delay := self.wait_seconds(request):
-            time.sleep(delay)
-        return self.answer(request)
+        slot = self.admit(model, _messages(messages, prompt), tools, params, "direct")
+        try:
+            request = self._direct_request(
+                messages, prompt, model, tools, tool_choice, response_format, params
+            )
+            if delay := self.wait_seconds(request):
+                time.sleep(delay)
+            return self.answer(request)
+        finally:
+            if slot is not None:
+                slot.release()
 
     async def acomplete(
         self,
@@ -89,12 +101,17 @@ class FakeLLM(FakeCore):
         **params: Any,
     ) -> FakeReply:
         """Async :meth:`complete`; ``latency`` is awaited, not slept."""
-        request = self._direct_request(
-            messages, prompt, model, tools, tool_choice, response_format, params
-        )
-        if delay := self.wait_seconds(request):
-            await asyncio.sleep(delay)
-        return self.answer(request)
+        slot = self.admit(model, _messages(messages, prompt), tools, params, "direct")
+        try:
+            request = self._direct_request(
+                messages, prompt, model, tools, tool_choice, response_format, params
+            )
+            if delay := self.wait_seconds(request):
+                await asyncio.sleep(delay)
+            return self.answer(request)
+        finally:
+            if slot is not None:
+                slot.release()
 
     def _direct_request(
         self,
@@ -118,9 +135,15 @@ class FakeLLM(FakeCore):
 
     def fault_error(self, request: FakeRequest, kind: FaultKind) -> Exception:
         """The litellm exception a provider failure of ``kind`` arrives as (loads litellm)."""
-        from mesa_llm_testing._provider import fault_exception
+        from mesa_llm_testing._provider_errors import fault_exception
 
         return fault_exception(self, request, kind)
+
+    def limit_error(self, model: str, refusal: Refusal) -> Exception:
+        """The ``RateLimitError`` of a load-driven 429 (loads litellm)."""
+        from mesa_llm_testing._provider_errors import limit_exception
+
+        return limit_exception(model, refusal)
 
     @classmethod
     def from_cassette(

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from mesa_llm_testing._calls import FakeRequest
 from mesa_llm_testing._fake import FakeCore
+from mesa_llm_testing._limits import Slot
 from mesa_llm_testing._responses import FakeReply
 
 __all__ = ["PIPELINES", "acomplete", "check_pipeline", "complete", "handles", "model_response"]
@@ -90,19 +91,29 @@ def handles(kwargs: Mapping[str, Any]) -> bool:
 def complete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
     """Answer a routed ``litellm.completion`` call (``kwargs`` as rewritten by the router)."""
     start = time.perf_counter()
-    request = _request(fake, asked, kwargs)
-    if delay := fake.wait_seconds(request):
-        time.sleep(delay)
-    return _reply(fake, request, fake.answer(request), kwargs, start)
+    slot = _admit(fake, asked, kwargs)
+    try:
+        request = _request(fake, asked, kwargs)
+        if delay := fake.wait_seconds(request):
+            time.sleep(delay)
+        return _reply(fake, request, fake.answer(request), kwargs, start)
+    finally:
+        if slot is not None:
+            slot.release()
 
 
 async def acomplete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
     """Answer a routed ``litellm.acompletion`` call; ``latency`` is awaited."""
     start = time.perf_counter()
-    request = _request(fake, asked, kwargs)
-    if delay := fake.wait_seconds(request):
-        await asyncio.sleep(delay)
-    return _reply(fake, request, fake.answer(request), kwargs, start)
+    slot = _admit(fake, asked, kwargs)
+    try:
+        request = _request(fake, asked, kwargs)
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
+        return _reply(fake, request, fake.answer(request), kwargs, start)
+    finally:
+        if slot is not None:
+            slot.release()
 
 
 def model_response(
@@ -131,6 +142,13 @@ def attach_usage(response: Any, reply: FakeReply, messages: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _admit(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Slot | None:
+    """The fake's limits checked before the call takes its index (None: no limits)."""
+    if fake.load is None:
+        return None
+    return fake.admit(asked, kwargs.get("messages"), kwargs.get("tools"), kwargs, "provider")
 
 
 def _request(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> FakeRequest:

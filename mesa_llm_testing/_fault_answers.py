@@ -2,7 +2,7 @@
 
 Pure and cheap (no litellm, no server). Both layers use these shapes: the HTTP
 server sends them, and the litellm provider builds from them the exception litellm
-raises for the same answer (``_provider.fault_exception``).
+raises for the same answer (``_provider_errors.fault_exception``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pure data, no imports beyond the standard library, so every layer can use it. How
 each kind looks on the wire (status, OpenAI error body) is in ``_fault_answers``;
-which litellm exception it arrives as is in ``_provider.fault_exception`` and is
+which litellm exception it arrives as is in ``_provider_errors.fault_exception`` and is
 checked against litellm's own mapping of the real HTTP answer by
 ``tests/test_layers_agree.py``.
 """

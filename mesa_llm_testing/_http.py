@@ -34,6 +34,7 @@ from mesa_llm_testing._calls import FakeRequest
 from mesa_llm_testing._fake import BODY_ERROR_KINDS, ERROR_KINDS, FakeCore
 from mesa_llm_testing._fault_answers import STATUS_KINDS, missing_fields_body, status_answers
 from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._limits import Refusal
 from mesa_llm_testing._responses import FakeReply, rate_limit_error
 from mesa_llm_testing._responses import rate_limit_headers as _rate_limit_headers
 from mesa_llm_testing._stats import ServerStats
@@ -134,25 +135,40 @@ async def _chat_completions(http: web.Request) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         return error_response(400, "'messages' is a required property", param="messages")
     runs = http.app[_RUNS]
+    model = str(body.get("model", ""))
+    params = {k: v for k, v in body.items() if k not in _REQUEST_KEYS}
     with runs.acting(runs.caller(http.headers, body)):
+        # Limits first: a refused call takes no call index, so it shifts no fault.
+        slot = fake.take_slot(model, messages, body.get("tools"), params, "http")
+        if isinstance(slot, Refusal):
+            stats.add_limited()
+            return _limited(fake, model, slot)
         request = fake.make_request(
-            str(body.get("model", "")),
+            model,
             messages,
             body.get("tools"),
             body.get("tool_choice"),
             body.get("response_format"),
-            {k: v for k, v in body.items() if k not in _REQUEST_KEYS},
+            params,
             "http",
         )
-    if delay := fake.wait_seconds(request):
-        await asyncio.sleep(delay)
-    fault = fake.decide_fault(request)
+    fault = None
     try:
+        if delay := fake.wait_seconds(request):
+            await asyncio.sleep(delay)
+        fault = fake.decide_fault(request)
         if fault in ERROR_KINDS and fault not in BODY_ERROR_KINDS:
             return await _fault(http, fake, request, fault)  # type: ignore[arg-type]
         return await _reply(http, fake, request, fault, bool(body.get("stream")))
     finally:
+        if slot is not None:
+            slot.release()
         stats.add(fault, time.perf_counter() - started)
+
+
+def _limited(fake: FakeCore, model: str, refusal: Refusal) -> web.Response:
+    """A load-driven 429: the RATE_LIMIT fault's shape, with the limit that was hit."""
+    return web.json_response({"error": refusal.error(model)}, status=429, headers=refusal.headers())
 
 
 async def _reply(

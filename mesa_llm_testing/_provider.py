@@ -30,20 +30,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm_testing import _fastpath
 from mesa_llm_testing._calls import FakeRequest
 from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeCore
-from mesa_llm_testing._fault_answers import STATUS_KINDS, missing_fields_body, status_answers
-from mesa_llm_testing._faults import FaultKind
+from mesa_llm_testing._provider_errors import fault_exception, limit_exception
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
-    rate_limit_error,
-    rate_limit_headers,
 )
 
 if TYPE_CHECKING:
@@ -52,13 +47,18 @@ if TYPE_CHECKING:
 litellm: Any = import_litellm()
 from litellm import CustomLLM  # noqa: E402  (litellm must be imported through import_litellm)
 
-__all__ = ["PROVIDER", "MesaFakeProvider", "activate", "fault_exception", "installed"]
+__all__ = [
+    "PROVIDER",
+    "MesaFakeProvider",
+    "activate",
+    "fault_exception",
+    "installed",
+    "limit_exception",
+]
 
 logger = logging.getLogger(__name__)
 
 PROVIDER: Final = _fastpath.PROVIDER
-#: The URL errors claim to come from (nothing is ever sent there).
-ENDPOINT: Final = "https://mesa-fake.invalid/v1/chat/completions"
 #: optional_params the fake interprets itself or that only steer litellm / the SDK.
 _NOT_PARAMS: Final = frozenset(
     {"tools", "tool_choice", "response_format", "max_retries", "stream", "extra_headers"}
@@ -70,149 +70,6 @@ _asked_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-# --------------------------------------------------------------------------- faults as errors
-
-
-#: For each error status, the exception litellm raises when an OpenAI(-compatible)
-#: endpoint answers with it, and the label litellm puts before the provider's name
-#: (``litellm_core_utils/exception_mapping_utils.py``: 504 is a gateway *timeout*;
-#: 403 and 529 have no class of their own there and arrive as ``APIError``).
-_STATUS_CLASSES: Final = {
-    400: ("BadRequestError", ""),
-    401: ("AuthenticationError", "AuthenticationError: "),
-    403: ("APIError", "APIError: "),
-    404: ("NotFoundError", "NotFoundError: "),
-    500: ("InternalServerError", "InternalServerError: "),
-    502: ("BadGatewayError", "BadGatewayError: "),
-    503: ("ServiceUnavailableError", "ServiceUnavailableError: "),
-    504: ("Timeout", "Timeout Error: "),
-    529: ("APIError", "APIError: "),
-}
-#: The OpenAI SDK's ``ChatCompletion`` fields, in its order.
-_SDK_FIELDS: Final = (
-    "id",
-    "choices",
-    "created",
-    "model",
-    "object",
-    "service_tier",
-    "system_fingerprint",
-    "usage",
-)
-#: 400s that litellm tells apart by the error's code or message.
-_KIND_CLASSES: Final = {
-    FaultKind.CONTEXT_WINDOW: ("ContextWindowExceededError", "ContextWindowExceededError: "),
-    FaultKind.CONTENT_POLICY: ("ContentPolicyViolationError", "ContentPolicyViolationError: "),
-}
-
-
-def _as_sent(model: str) -> tuple[str, str]:
-    """(provider, model on the wire) of ``model`` as litellm splits it; no prefix is OpenAI."""
-    prefix, slash, rest = model.partition("/")
-    if slash and (prefix == PROVIDER or prefix in litellm.provider_list):
-        return prefix, rest
-    return "openai", model
-
-
-def fault_exception(fake: FakeCore, request: FakeRequest, kind: FaultKind) -> Exception:
-    """The litellm exception a real provider failure of ``kind`` arrives as.
-
-    Class, ``status_code`` and message are what litellm raises for the same HTTP answer
-    from an OpenAI-compatible endpoint (``FakeLLM.http()``); ``tests/test_layers_agree.py``
-    compares the two layers for every fault.
-    """
-    provider, model = _as_sent(request.model)
-    # litellm's own naming (exception_mapping_utils): "OpenAIException", "AnthropicException".
-    source = (
-        "OpenAIException"
-        if provider == "openai"
-        else provider[0].upper() + provider[1:] + "Exception"
-    )
-    http_request = httpx.Request("POST", ENDPOINT)
-    request_id = "req_" + fake.rng(request, "request-id").hex(24)
-    exc: Exception
-    if kind is FaultKind.RATE_LIMIT:
-        error = rate_limit_error(model, fake.retry_after)
-        headers = rate_limit_headers(fake.retry_after, request_id)
-        response = httpx.Response(429, headers=headers, json={"error": error}, request=http_request)
-        exc = litellm.RateLimitError(
-            message=f"RateLimitError: {source} - {error['message']}",
-            llm_provider=provider,
-            model=model,
-            response=response,
-            headers={k: headers[k] for k in ("retry-after", "retry-after-ms")},
-            body=error,
-        )
-    elif kind is FaultKind.TIMEOUT:
-        # The OpenAI SDK's APITimeoutError, as litellm reports it (no HTTP answer at all).
-        return litellm.Timeout(
-            message="APITimeoutError - Request timed out. Error_str: Request timed out.",
-            model=model,
-            llm_provider=provider,
-        )
-    elif kind in STATUS_KINDS:
-        answers = status_answers(kind, model)
-        status, error = answers[fake.fault_variant(request, len(answers))]
-        response = httpx.Response(
-            status,
-            headers={"x-request-id": request_id},
-            json={"error": error},
-            request=http_request,
-        )
-        name, label = _KIND_CLASSES.get(kind) or _STATUS_CLASSES[status]
-        message = f"{label}{source} - {error['message']}"
-        common = {"message": message, "model": model, "llm_provider": provider}
-        if name == "Timeout":
-            exc = litellm.Timeout(**common, exception_status_code=status, response=response)
-        elif name == "APIError":
-            exc = litellm.APIError(status_code=status, **common, request=http_request)
-        else:
-            exc = getattr(litellm, name)(**common, response=response)
-    elif kind in (FaultKind.CONNECTION_ERROR, FaultKind.CONNECTION_RESET):
-        # litellm's OpenAI path turns the SDK's APIConnectionError into a 500 with this text
-        # (also when the answer's headers came and its body was cut).
-        return litellm.InternalServerError(
-            message=f"InternalServerError: {source} - Connection error.",
-            llm_provider=provider,
-            model=model,
-        )
-    elif kind is FaultKind.MISSING_FIELDS:
-        return _missing_fields_error(fake, request, model, provider, source)
-    else:
-        raise ValueError(f"mesa_llm_testing: fault kind {kind.value!r} is not an error fault")
-    # Where litellm keeps a real provider's response headers (e.response.headers is rebuilt).
-    exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
-    return exc
-
-
-def _missing_fields_error(
-    fake: FakeCore, request: FakeRequest, model: str, provider: str, source: str
-) -> Exception:
-    """What litellm raises for a 200 body without ``choices`` or ``message``: its own words."""
-    reply = fake.content_reply(request, FaultKind.MISSING_FIELDS)
-    response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
-    sent = missing_fields_body(
-        reply.to_openai(model=model, response_id=response_id, messages=request.messages),
-        fake.fault_variant(request, 2),
-    )
-    # Over HTTP the body reaches litellm through the OpenAI SDK's ChatCompletion, in its
-    # field order (the order shows in litellm's message).
-    body = {k: sent[k] for k in _SDK_FIELDS if k in sent} | sent
-    from litellm.litellm_core_utils.llm_response_utils.convert_dict_to_response import (
-        convert_to_model_response_object,
-    )
-
-    try:
-        convert_to_model_response_object(body, litellm.ModelResponse())
-    except Exception as exc:  # the conversion's complaint is the message litellm reports
-        text = str(exc)
-    else:  # pragma: no cover - a litellm that accepts the broken body
-        text = "Invalid response object"
-    return litellm.InternalServerError(
-        message=f"InternalServerError: {source} - {text}", llm_provider=provider, model=model
-    )
-
-
 # --------------------------------------------------------------------------- the provider
 
 
@@ -221,39 +78,44 @@ class MesaFakeProvider(CustomLLM):
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer a sync litellm call."""
-        fake, request = _begin(model, messages, kwargs)
-        if delay := fake.wait_seconds(request):
-            time.sleep(delay)
-        return _model_response(fake, request, fake.answer(request), model)
+        with _begin(model, messages, kwargs) as (fake, request):
+            if delay := fake.wait_seconds(request):
+                time.sleep(delay)
+            return _model_response(fake, request, fake.answer(request), model)
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Answer an async litellm call (``latency`` is awaited)."""
-        fake, request = _begin(model, messages, kwargs)
-        if delay := fake.wait_seconds(request):
-            await asyncio.sleep(delay)
-        return _model_response(fake, request, fake.answer(request), model)
+        with _begin(model, messages, kwargs) as (fake, request):
+            if delay := fake.wait_seconds(request):
+                await asyncio.sleep(delay)
+            return _model_response(fake, request, fake.answer(request), model)
 
     def streaming(  # type: ignore[override]
         self, model: str, messages: list, *args: Any, **kwargs: Any
     ) -> Iterator[GenericStreamingChunk]:
         """Answer ``stream=True``: one chunk per tool call (or one text chunk)."""
-        fake, request = _begin(model, messages, kwargs)
-        if delay := fake.wait_seconds(request):
-            time.sleep(delay)
-        return iter(_chunks(fake.answer(request)))
+        with _begin(model, messages, kwargs) as (fake, request):
+            if delay := fake.wait_seconds(request):
+                time.sleep(delay)
+            return iter(_chunks(fake.answer(request)))
 
     async def astreaming(  # type: ignore[override]
         self, model: str, messages: list, *args: Any, **kwargs: Any
     ) -> AsyncIterator[GenericStreamingChunk]:
         """Async :meth:`streaming`."""
-        fake, request = _begin(model, messages, kwargs)
-        if delay := fake.wait_seconds(request):
-            await asyncio.sleep(delay)
-        for chunk in _chunks(fake.answer(request)):
+        with _begin(model, messages, kwargs) as (fake, request):
+            if delay := fake.wait_seconds(request):
+                await asyncio.sleep(delay)
+            chunks = _chunks(fake.answer(request))
+        for chunk in chunks:
             yield chunk
 
 
-def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeCore, FakeRequest]:
+@contextmanager
+def _begin(
+    model: str, messages: list, kwargs: dict[str, Any]
+) -> Iterator[tuple[FakeCore, FakeRequest]]:
+    """The fake and the request of a call, admitted under the fake's limits until answered."""
     fake = _innermost()
     if fake is None:
         exc = RuntimeError(
@@ -265,16 +127,23 @@ def _begin(model: str, messages: list, kwargs: dict[str, Any]) -> tuple[FakeCore
     optional: dict[str, Any] = kwargs.get("optional_params") or {}
     asked = _asked_model.get() or f"{PROVIDER}/{model}"
     params = {k: v for k, v in optional.items() if k not in _NOT_PARAMS}
-    request = fake.make_request(
-        asked,
-        messages,
-        optional.get("tools"),
-        optional.get("tool_choice"),
-        optional.get("response_format"),
-        params,
-        "provider",
-    )
-    return fake, request
+    slot = fake.admit(asked, messages, optional.get("tools"), params, "provider")
+    try:
+        yield (
+            fake,
+            fake.make_request(
+                asked,
+                messages,
+                optional.get("tools"),
+                optional.get("tool_choice"),
+                optional.get("response_format"),
+                params,
+                "provider",
+            ),
+        )
+    finally:
+        if slot is not None:
+            slot.release()
 
 
 def _model_response(fake: FakeCore, request: FakeRequest, reply: FakeReply, model: str) -> Any:

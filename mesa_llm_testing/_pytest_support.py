@@ -31,11 +31,13 @@ _PLUGIN_NAME = "mesa-llm-session"
 _CACHE_KEY = "mesa_llm/seed"
 _WORKER_SEED = "mesa_llm_seed"  # key in xdist's workerinput
 _FAULTS_PROPERTY = "mesa_llm_faults"  # report.user_properties entry, carried across xdist
+_USAGE_PROPERTY = "mesa_llm_usage"  # the test's token usage, carried the same way
 _TRACE_FORMAT = 1
 _SESSION_KEY = pytest.StashKey["SessionFaults"]()
 _PLAN_KEY = pytest.StashKey[FaultPlan]()
 _STATE_KEY = pytest.StashKey[ProcessState]()
 _RECORDINGS_KEY = pytest.StashKey[Any]()  # the test's recordings_kept_out_of_cwd()
+_USAGE_KEY = pytest.StashKey[dict[str, Any]]()  # TokenUsage.to_dict() of the test's fake_llm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,8 @@ class SessionFaults:
         self.faults: list[InjectedFault] = []  # from every test's teardown report
         self.tests = 0
         self.tests_with_faults = 0
+        self.usage: dict[str, list[int]] = {}  # model asked for -> [prompt, completion, replies]
+        self.tests_with_usage = 0
         self._recorder: Any = None  # the session's CassetteRecorder, opened on first use
 
     @classmethod
@@ -177,18 +181,20 @@ class SessionFaults:
 
         recorder = self.recorder_for(item)
         if recorder is not None:  # --mesa-llm-record: real calls, recorded
-            with recorder.activate():
+            with recorder.activate(), _counting_usage(item, recorder):
                 yield recorder
             return
         cassette = self.cassette_for(item)
         if cassette is not None:  # --mesa-llm-cassette or the marker: offline replay
             path, test_id = cassette
             replay = FakeLLM.from_cassette(path, test_id=test_id, faults=plan)
-            with replay, block_network("the fake_llm fixture (replaying a cassette)"):
+            blocked = block_network("the fake_llm fixture (replaying a cassette)")
+            with replay, blocked, _counting_usage(item, replay):
                 yield replay
             return
         fake = FakeLLM(seed=seed, faults=plan)
-        with fake.activate(intercept_all=True), block_network("the fake_llm fixture"):
+        blocked = block_network("the fake_llm fixture")
+        with fake.activate(intercept_all=True), blocked, _counting_usage(item, fake):
             yield fake
 
     def recorder_for(self, item: pytest.Item) -> Any:
@@ -279,6 +285,9 @@ class SessionFaults:
             report.sections.append((SECTION_TITLE, self.failure_section(item, plan)))
         if report.when == "teardown":
             del item.stash[_PLAN_KEY]
+            usage = item.stash.get(_USAGE_KEY, None)
+            if usage:
+                report.user_properties.append((_USAGE_PROPERTY, json.dumps(usage)))
             if plan.injected:
                 records = [fault.to_dict() for fault in plan.injected]
                 report.user_properties.append((_FAULTS_PROPERTY, json.dumps(records)))
@@ -293,6 +302,11 @@ class SessionFaults:
             if name == _FAULTS_PROPERTY:
                 self.tests_with_faults += 1
                 self.faults.extend(map(InjectedFault.from_dict, json.loads(str(value))))
+            elif name == _USAGE_PROPERTY:
+                self.tests_with_usage += 1
+                for model, row in json.loads(str(value)).items():
+                    total = self.usage.setdefault(model, [0, 0, 0])
+                    total[:] = [a + int(b) for a, b in zip(total, row, strict=True)]
 
     def pytest_sessionfinish(self) -> None:
         if self._recorder is not None:
@@ -314,7 +328,10 @@ class SessionFaults:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         settings = self.settings
         if not (self.faults or settings.rate or settings.replay_text or settings.trace):
-            return  # the session did not ask for faults and saw none: stay quiet
+            if self.usage:
+                terminalreporter.write_sep("=", "mesa-llm")
+                terminalreporter.write_line(self._usage_line())
+            return  # the session did not ask for faults and saw none: only the tokens
         counts = Counter(fault.kind for fault in self.faults)
         by_kind = ", ".join(f"{kind.value}={counts[kind]}" for kind in FaultKind if counts[kind])
         terminalreporter.write_sep("=", "mesa-llm")
@@ -325,6 +342,36 @@ class SessionFaults:
         terminalreporter.write_line(settings.header())
         if settings.trace is not None:
             terminalreporter.write_line(f"fault trace written to {settings.trace}")
+        if self.usage:
+            terminalreporter.write_line(self._usage_line())
+
+    def _usage_line(self) -> str:
+        """Tokens of the fake_llm replies of every test, priced as the models asked for."""
+        from mesa_llm.parallel_stepping import TokenUsage
+        from mesa_llm_testing._cost import usage_line  # loads litellm's cost map
+
+        usage = TokenUsage()
+        for model, (prompt, completion, replies) in sorted(self.usage.items()):
+            usage.add(model, prompt, completion, replies)
+        what = f"the LLM calls of these {self.tests_with_usage} test(s)"
+        return "tokens: " + usage_line(usage, what=what)
+
+
+@contextlib.contextmanager
+def _counting_usage(item: pytest.Item, fake: Any) -> Iterator[None]:
+    """After the test: the token usage of the replies ``fake`` kept, by model asked for."""
+    try:
+        yield
+    finally:
+        usage: dict[str, list[int]] = {}
+        for call in list(fake.calls):
+            if call.response is not None:
+                tokens = call.response.usage(call.messages)
+                row = usage.setdefault(call.model, [0, 0, 0])
+                row[0] += tokens["prompt_tokens"]
+                row[1] += tokens["completion_tokens"]
+                row[2] += 1
+        item.stash[_USAGE_KEY] = usage
 
 
 # -- settings -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
     calls_before = fake.calls.total
     faults_before = len(plan.injected)
     sleeps_before = fake.retry_sleeps.total
+    limited_before = fake.limited.total
     recorder.reports.clear()
     start = time.perf_counter()
     model.step()
@@ -97,7 +99,20 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
         seconds=seconds,
         mode=mode,
         usage=TokenUsage.total(o.usage for report in reports for o in report.outcomes).to_dict(),
+        limited=_limited_since(fake, limited_before),
     )
+
+
+def _limited_since(fake: FakeCore, total_before: int) -> dict[Any, int]:
+    """uid -> load-driven 429s since the fake had counted ``total_before`` (kept ones by agent)."""
+    made = fake.limited.total - total_before
+    if not made:
+        return {}
+    kept = list(fake.limited)[-made:]
+    counts = Counter(c.agent for c in kept)
+    if made > len(kept):  # records dropped by keep_calls: counted, agent unknown
+        counts[None] += made - len(kept)
+    return dict(counts)
 
 
 def _calls_since(fake: FakeCore, total_before: int, step: int) -> list[FakeCall]:

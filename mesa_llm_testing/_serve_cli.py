@@ -3,7 +3,7 @@
 ::
 
     mesa-llm-testing serve [--host H] [--port P] [--faults R] [--kinds K,...] [--seed N]
-                           [--latency S] [--stall S] [--admin-token T]
+                           [--latency S] [--stall S] [--limits L] [--admin-token T]
 
 Prints its base URL (``http://127.0.0.1:PORT/v1``) as the first line of output,
 then serves until Ctrl-C or SIGTERM, and exits 0. Endpoints: ``POST
@@ -101,6 +101,16 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
         help="seconds a TIMEOUT fault stalls before closing (default 60; or until the "
         "client hangs up)",
     )
+    from mesa_llm_testing._cli_args import limits_arg
+
+    serve.add_argument(
+        "--limits",
+        type=limits_arg,
+        default=None,
+        metavar="LIMITS",
+        help="provider limits, e.g. rpm=600,tpm=100000,max_concurrent=8 (keys: rpm, tpm, "
+        "max_concurrent): calls beyond them get a 429 with Retry-After",
+    )
     serve.add_argument("--admin-token", default=None, help="require this bearer token on /admin")
     return serve
 
@@ -113,7 +123,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from mesa_llm_testing._server import BackgroundServer
 
     plan = FaultPlan(args.faults, kinds=args.kinds, seed=args.seed)
-    fake = FakeLLM(seed=args.seed, faults=plan, latency=args.latency)
+    fake = FakeLLM(seed=args.seed, faults=plan, latency=args.latency, limits=args.limits)
     app = build_app(fake, admin_token=args.admin_token, stall=args.stall)
     server = BackgroundServer(app, host=args.host, port=args.port)
     stop = threading.Event()

@@ -1,4 +1,4 @@
-"""Counters of the fake HTTP endpoint: calls, faults by kind, handling latency percentiles."""
+"""Counters of the fake HTTP endpoint: calls, faults by kind, load-driven 429s, latencies."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class ServerStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls = 0
+        self._limited = 0
         self._faults: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=_KEPT)
 
@@ -30,21 +31,32 @@ class ServerStats:
                 self._faults[fault.value] += 1
             self._latencies.append(seconds)
 
+    def add_limited(self) -> None:
+        """Count one call refused with a load-driven 429 (``FakeLLM(limits=...)``)."""
+        with self._lock:
+            self._limited += 1
+
     def reset(self) -> None:
         """Forget everything counted."""
         with self._lock:
             self._calls = 0
+            self._limited = 0
             self._faults.clear()
             self._latencies.clear()
 
     def summary(self) -> dict[str, Any]:
-        """``{"calls", "faults": {kind: n}, "latency_ms": {"p50", "p95", "p99"}}``."""
+        """``{"calls", "faults": {kind: n}, "limited", "latency_ms": {"p50", "p95", "p99"}}``.
+
+        ``limited``: calls refused by the fake's limits (not in ``calls``).
+        """
         with self._lock:
             calls, faults, latencies = self._calls, dict(self._faults), sorted(self._latencies)
+            limited = self._limited
         ordered = {k.value: faults[k.value] for k in FaultKind if k.value in faults}
         return {
             "calls": calls,
             "faults": ordered,
+            "limited": limited,
             "latency_ms": {
                 f"p{q}": round(_percentile(latencies, q) * 1000, 3) for q in (50, 95, 99)
             },

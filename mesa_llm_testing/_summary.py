@@ -26,6 +26,7 @@ __all__ = [
     "fault_outcomes",
     "format_table",
     "kinds_table",
+    "limited_line",
     "modes_table",
     "print_summary",
     "retry_outcomes",
@@ -165,6 +166,12 @@ def modes_table(traces: Mapping[str, RunTrace]) -> str:
     return format_table([*header, "retried, then ok", "retried, failed anyway"], rows)
 
 
+def limited_line(traces: Sequence[RunTrace]) -> str:
+    """The calls the fake refused under its provider limits, per mode, apart from faults."""
+    counts = ", ".join(f"{t.limited:,} ({t.mode})" for t in traces)
+    return f"{counts}; over the fake's provider limits, timing-dependent, not faults"
+
+
 def fault_summary(plan: FaultPlan) -> str:
     """``"faults 0.1 (default kinds)"``, ``"3 scripted faults"`` or ``"no faults"``."""
     if not plan.rate and not plan.scripted:
@@ -197,6 +204,8 @@ def print_summary(traces: Sequence[RunTrace], *, spec: str, plan: FaultPlan, out
     print("\nfaults by kind:", file=out)
     print(kinds_table(first), file=out)
     print(f"\nagent failures: {failures_line(first)}", file=out)
+    if any(t.limited for t in traces):
+        print(f"load-driven 429s: {limited_line(traces)}", file=out)
     from mesa_llm_testing._cost import usage_line  # loads litellm's cost map
 
     print(f"tokens: {usage_line(first.usage, agents=agents, steps=len(first.steps))}", file=out)

@@ -54,6 +54,9 @@ class StepTrace:
     mode: str = ""  # the stepping mode of this step; never compared
     #: ``TokenUsage.to_dict()`` of the replies the agents' ModuleLLMs got; never compared
     usage: dict[str, Any] = field(default_factory=dict)
+    #: uid (None: no agent) -> calls refused by the fake's ``ProviderLimits`` (load-driven
+    #: 429s: they depend on timing, so they are never compared; see ``check_reproducible``)
+    limited: dict[Any, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> dict[Any, str | None]:
@@ -116,6 +119,7 @@ class StepTrace:
             "seconds": self.seconds,
             "mode": self.mode,
             "usage": self.usage,
+            **({"limited": [[uid, n] for uid, n in self.limited.items()]} if self.limited else {}),
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class StepTrace:
             seconds=data.get("seconds", 0.0),
             mode=data.get("mode", ""),
             usage=dict(data.get("usage") or {}),
+            limited={uid: n for uid, n in data.get("limited") or ()},
         )
 
 
@@ -180,6 +185,25 @@ class RunTrace:
     def usage(self) -> TokenUsage:
         """Prompt and completion tokens of the run's LLM replies, summed over its steps."""
         return TokenUsage.total(TokenUsage.from_dict(s.usage) for s in self.steps)
+
+    @property
+    def limited(self) -> int:
+        """Calls the fake refused under its ``ProviderLimits`` (load-driven 429s) in the run."""
+        return sum(sum(s.limited.values()) for s in self.steps)
+
+    def first_difference_step(self, other: RunTrace) -> int | None:
+        """The index in ``steps`` of the first step that differs from ``other``'s (or None).
+
+        Also None when the runs differ in their settings; ``len(steps)`` of the shorter
+        run when one only has more steps.
+        """
+        if self._settings_key() != other._settings_key():
+            return None
+        for index, (a, b) in enumerate(zip(self.steps, other.steps, strict=False)):
+            if not a._same_as(b):
+                return index
+        shorter = min(len(self.steps), len(other.steps))
+        return None if len(self.steps) == len(other.steps) else shorter
 
     def injected(self) -> list[InjectedFault]:
         """Every fault injected in the run, in step order."""

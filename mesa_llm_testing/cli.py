@@ -110,7 +110,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         f"{fault_summary(plan)}",
     )
     runs = run_modes(args, scenario, modes, plan=plan, steps=args.steps, seed=args.seed,
-                      agents=args.agents, latency=latency, llm=recorder)  # fmt: skip
+                      agents=args.agents, latency=latency, llm=recorder,
+                      limits=args.limits)  # fmt: skip
     if recorder is not None:
         print(f"cassette written to {args.record} ({recorder.call_count} calls)", file=out)
     return report_run(args, runs, scenario, plan, out)

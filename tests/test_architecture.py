@@ -51,6 +51,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "transports": (
         "mesa_llm_testing._provider",
+        "mesa_llm_testing._provider_errors",
         "mesa_llm_testing._fastpath",
         "mesa_llm_testing._http",
         "mesa_llm_testing._callers",

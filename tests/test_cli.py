@@ -255,6 +255,9 @@ def test_timeline_without_matplotlib_names_the_extra(
         (["run", "--timeline", "picture.jpg"], ["--timeline", ".png, .svg"]),
         (["run", "--faults", '{"rate": 0.1}', "--kinds", "timeout"], ["--kinds", "FaultPlan JSON"]),
         (["run", "--faults", "{not json"], ["--faults", "FaultPlan JSON"]),
+        (["run", "--limits", "rps=3"], ["--limits", "valid keys: rpm, tpm, max_concurrent"]),
+        (["run", "--limits", "rpm=0"], ["--limits", "integers >= 1"]),
+        (["serve", "--limits", "tpm=lots"], ["--limits", "tpm='lots' is not an integer"]),
         (["fly"], ["invalid choice: 'fly'", "run", "replay", "list"]),
         ([], ["the following arguments are required"]),
     ],
@@ -266,6 +269,16 @@ def test_bad_input_is_a_usage_error(
     assert code == 2
     assert err.startswith("usage: mesa-llm-testing")
     assert all(w in err for w in words), err
+
+
+def test_run_with_limits_counts_load_driven_429s_apart_from_faults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_cli(capsys, "run", "--limits", "rpm=5", "--mode", "all", *SMALL)
+    assert code == 0, out
+    assert "faults by kind:\n  (no faults injected)" in out
+    assert "load-driven 429s: 3 (sequential), 3 (asyncio), 3 (threading); over the fake's " in out
+    assert "isolation        passed" in out
 
 
 def test_a_file_with_several_models_asks_for_the_factory(

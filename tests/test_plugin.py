@@ -537,6 +537,39 @@ def test_xdist_workers_use_the_controller_seed_and_match_a_serial_run(
     summary_lines = summary.findall(parallel.stdout.str())
     assert len(summary_lines) == 1
     assert summary_lines == summary.findall(serial.stdout.str())
+    # Token usage comes back from the workers too (in the reports' user_properties).
+    tokens = re.compile(r"^tokens: [\d,]+ prompt \+ [\d,]+ completion tokens in .*$", re.MULTILINE)
+    assert len(tokens.findall(parallel.stdout.str())) == 1
+    assert tokens.findall(parallel.stdout.str()) == tokens.findall(serial.stdout.str())
+
+
+def test_the_summary_shows_tokens_and_the_cost_of_the_model_asked_for(
+    pytester: pytest.Pytester, litellm_preloaded: None
+) -> None:
+    pytester.makepyfile(
+        """
+        import litellm
+
+        def test_asks(fake_llm):
+            for _ in range(3):
+                litellm.completion(
+                    model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x" * 400}]
+                )
+
+        def test_asks_nothing(fake_llm):
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(passed=2)
+    # 400 characters: 101 prompt tokens a call (the fake's estimate), 3 replies.
+    result.stdout.fnmatch_lines(
+        [
+            "*= mesa-llm =*",
+            "tokens: 303 prompt + * completion tokens in 3 LLM replies; the LLM calls of these "
+            "1 test(s) would cost about $* (priced as openai/gpt-4o-mini)",
+        ]
+    )
 
 
 def test_loading_the_plugin_imports_neither_litellm_nor_respx(pytester: pytest.Pytester) -> None:

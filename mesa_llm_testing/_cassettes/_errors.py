@@ -2,7 +2,7 @@
 
 Recorded: the exception's class (module and name), ``status_code``, the provider's
 response headers (secret ones dropped), the message, ``llm_provider`` and ``model``.
-Replayed: the same litellm exception class built the way ``_provider.fault_exception``
+Replayed: the same litellm exception class built the way ``_provider_errors.fault_exception``
 builds a fault's (an ``httpx.Response`` with the status and headers, also in
 ``litellm_response_headers``), so class, ``status_code``, headers and ``str()`` match.
 """
