@@ -25,7 +25,13 @@ def report_run(
     from mesa_llm_testing._summary import print_summary
     from mesa_llm_testing._verdict import check_runs, print_verdict
 
-    print_summary([r.trace for r in runs], spec=scenario.spec, plan=plan, out=out)
+    print_summary(
+        [r.trace for r in runs],
+        spec=scenario.spec,
+        plan=plan,
+        out=out,
+        price_as=getattr(args, "price_as", None),
+    )
     results = check_runs([r.trace for r in runs])
     if args.mode == "all" and not any(r.name == "reproducibility" and r.problem for r in results):
         print(

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "apart from faults (they depend on timing)",
     )
     run.add_argument(
+        "--price-as",
+        metavar="MODEL",
+        help="price the run's tokens as this model from litellm's cost map (e.g. "
+        "openai/gpt-4o-mini), whatever model the scenario asked the fake for",
+    )
+    run.add_argument(
         "--record",
         metavar="PATH",
         help="record every LLM call of the run, sent to the real provider, to the cassette "

@@ -13,7 +13,7 @@ from typing import Any
 from mesa_llm._litellm import import_litellm
 from mesa_llm.parallel_stepping import TokenUsage
 
-__all__ = ["estimate_cost", "usage_line"]
+__all__ = ["estimate_cost", "is_priced", "usage_line"]
 
 
 def _prices(model: str) -> tuple[float, float] | None:
@@ -29,12 +29,20 @@ def _prices(model: str) -> tuple[float, float] | None:
     return None
 
 
-def estimate_cost(usage: TokenUsage) -> tuple[float, list[str]]:
-    """(dollars for the priced models, models whose price is unknown)."""
+def is_priced(model: str) -> bool:
+    """Whether litellm's local cost map has a price for ``model``."""
+    return _prices(model) is not None
+
+
+def estimate_cost(usage: TokenUsage, *, price_as: str | None = None) -> tuple[float, list[str]]:
+    """(dollars for the priced models, models whose price is unknown).
+
+    ``price_as``: price every model's tokens as this model's (``run --price-as``).
+    """
     dollars = 0.0
     unknown = []
     for model, (prompt, completion, _) in sorted(usage.by_model.items()):
-        prices = _prices(model)
+        prices = _prices(price_as or model)
         if prices is None:
             unknown.append(model)
         else:
@@ -48,6 +56,7 @@ def usage_line(
     agents: int | None = None,
     steps: int | None = None,
     what: str | None = None,
+    price_as: str | None = None,
 ) -> str:
     """``"12,345 prompt + 678 completion tokens in 90 calls; this 10-agent x 5-step run would
     cost about $0.0023 (openai/gpt-4o-mini)"``, or the cost said to be unknown."""
@@ -57,11 +66,16 @@ def usage_line(
     )
     if not usage.calls:
         return tokens
-    dollars, unknown = estimate_cost(usage)
+    dollars, unknown = estimate_cost(usage, price_as=price_as)
     run = what or f"this {agents}-agent x {steps}-step run"
+    if price_as is not None and not unknown:
+        return f"{tokens}; {run} would cost about ${dollars:.4g} (priced as {price_as})"
     priced = sorted(set(usage.by_model) - set(unknown))
     if not priced:
-        return f"{tokens}; cost unknown: litellm has no price for {', '.join(unknown)}"
+        return (
+            f"{tokens}; cost unknown: litellm has no price for {', '.join(unknown)} "
+            "(price it as a real model with --price-as, e.g. --price-as openai/gpt-4o-mini)"
+        )
     text = f"{tokens}; {run} would cost about ${dollars:.4g} (priced as {', '.join(priced)})"
     if unknown:
         text += f"; no price for {', '.join(unknown)}"

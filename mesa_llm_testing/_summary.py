@@ -190,7 +190,14 @@ def fault_summary(plan: FaultPlan) -> str:
     return ", ".join(parts)
 
 
-def print_summary(traces: Sequence[RunTrace], *, spec: str, plan: FaultPlan, out: TextIO) -> None:
+def print_summary(
+    traces: Sequence[RunTrace],
+    *,
+    spec: str,
+    plan: FaultPlan,
+    out: TextIO,
+    price_as: str | None = None,
+) -> None:
     """The summary tables: per step, per fault kind, and per mode when several modes ran."""
     first = traces[0]  # with --mode all: the sequential reference run
     agents = len(first.steps[0].population or first.steps[0].outcomes) if first.steps else 0
@@ -208,7 +215,8 @@ def print_summary(traces: Sequence[RunTrace], *, spec: str, plan: FaultPlan, out
         print(f"load-driven 429s: {limited_line(traces)}", file=out)
     from mesa_llm_testing._cost import usage_line  # loads litellm's cost map
 
-    print(f"tokens: {usage_line(first.usage, agents=agents, steps=len(first.steps))}", file=out)
+    line = usage_line(first.usage, agents=agents, steps=len(first.steps), price_as=price_as)
+    print(f"tokens: {line}", file=out)
     if len(traces) > 1:
         print("\nper mode:", file=out)
         print(modes_table({t.mode: t for t in traces}), file=out)

@@ -83,6 +83,14 @@ def _check_run_args(args: argparse.Namespace) -> FaultPlan:
             import_figure()  # fail before the run, not after it
         except PlotUnavailableError as exc:
             raise UsageError(_unprefixed(exc)) from None
+    if args.price_as is not None:
+        from mesa_llm_testing._cost import is_priced  # loads litellm's cost map
+
+        if not is_priced(args.price_as):
+            raise UsageError(
+                f"--price-as {args.price_as!r}: litellm's cost map has no price for this "
+                "model; give one it prices, e.g. openai/gpt-4o-mini"
+            )
     return parse_faults(args.faults, kinds=args.kinds, seed=args.seed)
 
 

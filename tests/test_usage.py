@@ -122,3 +122,21 @@ def test_cli_run_prints_tokens_and_cost(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["run", "--agents", "3", "--steps", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "tokens: " in out and "prompt +" in out and "completion tokens" in out
+
+
+def test_cli_run_prices_the_tokens_as_the_model_given(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "--agents", "3", "--steps", "2", "-q"]
+    assert main([*args, "--price-as", "openai/gpt-4o-mini"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tokens: "))
+    assert "this 3-agent x 2-step run would cost about $" in line
+    assert line.endswith("(priced as openai/gpt-4o-mini)")
+    dollars = float(line.split("about $")[1].split()[0])
+    assert dollars > 0
+
+
+def test_cli_price_as_an_unpriced_model_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["run", "--steps", "1", "--price-as", "nosuch/model"]) == 2
+    err = capsys.readouterr().err
+    assert "--price-as 'nosuch/model'" in err and "e.g. openai/gpt-4o-mini" in err
