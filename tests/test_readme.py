@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from warm_python import WarmPython
 
-pytestmark = pytest.mark.subprocess
+pytestmark = pytest.mark.subprocess  # see pyproject.toml's markers
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(
