@@ -57,7 +57,7 @@ class WarmPython:
         assert self._server.stdin is not None and self._server.stdout is not None
         out, err = (Path(self._tmp.name) / name for name in ("stdout", "stderr"))
         request = {
-            "argv": self._resolve(argv),
+            **self._resolve(argv),
             "cwd": str(cwd),
             "stdout": str(out),
             "stderr": str(err),
@@ -73,16 +73,16 @@ class WarmPython:
             raise subprocess.TimeoutExpired(list(argv), timeout, stdout, stderr)
         return subprocess.CompletedProcess(list(argv), reply["returncode"], stdout, stderr)
 
-    def _resolve(self, argv: Sequence[str]) -> list[str]:
-        """The command as the helper runs it: a console script becomes its file's path."""
+    def _resolve(self, argv: Sequence[str]) -> dict:
+        """The command as the helper runs it: ``-c`` code, a ``-m`` module or a script file."""
         if argv[0] == sys.executable:
             if len(argv) < 3 or argv[1] not in ("-c", "-m"):
                 raise ValueError(f"warm Python runs `python -c` or `python -m`, not {argv!r}")
-            return list(argv)
+            return {"kind": argv[1], "target": argv[2], "args": list(argv[3:])}
         script = shutil.which(argv[0], path=self.env.get("PATH"))
         if script is None or not _is_our_script(Path(script)):
             raise ValueError(f"{argv[0]!r} is not a console script of {sys.executable}")
-        return [script, *argv[1:]]
+        return {"kind": "script", "target": script, "args": list(argv[1:])}
 
     def close(self) -> None:
         if self._server.poll() is None:
@@ -164,21 +164,21 @@ def _child(request: dict) -> None:
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, for its life
     os.chdir(request["cwd"])
     importlib.invalidate_caches()
-    first, *rest = request["argv"]
+    kind, target, args = request["kind"], request["target"], request["args"]
     main = types.ModuleType("__main__")
     sys.modules["__main__"] = main
-    if first == sys.executable and rest[0] == "-c":
-        sys.argv = ["-c", *rest[2:]]
+    if kind == "-c":
+        sys.argv = ["-c", *args]
         sys.path[0] = ""
-        exec(compile(rest[1], "<string>", "exec"), main.__dict__)
-    elif first == sys.executable:  # -m MODULE
-        sys.argv = [rest[1], *rest[2:]]
+        exec(compile(target, "<string>", "exec"), main.__dict__)
+    elif kind == "-m":
+        sys.argv = [target, *args]
         sys.path[0] = os.getcwd()
-        runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
     else:  # a console script of this interpreter
-        sys.argv = [first, *rest]
-        sys.path[0] = str(Path(first).parent)
-        runpy.run_path(first, run_name="__main__")
+        sys.argv = [target, *args]
+        sys.path[0] = str(Path(target).parent)
+        runpy.run_path(target, run_name="__main__")
     raise SystemExit(0)  # the interpreter's own exit: atexit, thread joins, flushes
 
 
