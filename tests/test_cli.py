@@ -294,6 +294,7 @@ def test_a_file_with_several_models_asks_for_the_factory(
 # --------------------------------------------------------------------------- the console script
 
 
+@pytest.mark.subprocess
 def test_console_script_runs_offline_without_an_api_key(tmp_path: Path) -> None:
     script = shutil.which("mesa-llm-testing", path=str(Path(sys.executable).parent))
     assert script is not None, "the mesa-llm-testing console script is not installed"
@@ -393,6 +394,7 @@ BAD_TRACE_FIELDS = [
 ]
 
 
+@pytest.mark.subprocess
 def test_every_bad_input_is_a_usage_error_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -427,6 +429,7 @@ def test_every_bad_input_is_a_usage_error_before_any_work(
         assert result.stdout == "", argv
 
 
+@pytest.mark.subprocess
 def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path) -> None:
     result = run_script("run", "--steps", "1", "--agents", "2", "--seed", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -441,6 +444,7 @@ def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path) -> Non
     assert "loading litellm" not in quiet.stderr
 
 
+@pytest.mark.subprocess
 def test_a_trace_with_a_relative_scenario_path_replays_from_elsewhere(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()

@@ -488,6 +488,7 @@ def test_latency_is_slept_sync_and_awaited_async() -> None:
     assert asyncio.run(many()) < 0.4  # concurrent, not 10 x 0.05 s back to back
 
 
+@pytest.mark.subprocess
 def test_importing_and_using_the_fake_directly_imports_neither_litellm_nor_respx() -> None:
     script = (
         "import sys\n"

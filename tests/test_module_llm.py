@@ -323,6 +323,7 @@ def test_threads_retrying_concurrently_each_stop_at_max_attempts() -> None:
 # --- cheap imports ---
 
 
+@pytest.mark.subprocess
 def test_import_mesa_llm_does_not_import_litellm() -> None:
     code = (
         "import sys, mesa_llm, mesa_llm.module_llm, mesa_llm.errors;"

@@ -617,6 +617,7 @@ def test_model_agents_set_type_is_patched_on_every_mesa_version() -> None:
     assert len(m.last_step_report) == 2
 
 
+@pytest.mark.subprocess
 def test_import_mesa_llm_patches_nothing() -> None:
     code = (
         "import mesa.agent, mesa_llm, mesa_llm.parallel_stepping, sys\n"

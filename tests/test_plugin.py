@@ -516,6 +516,7 @@ def test_options_a_replay_ignores_are_said_to_be_ignored_not_echoed(
 # -- separate processes: xdist and import cost ------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_xdist_workers_use_the_controller_seed_and_match_a_serial_run(
     pytester: pytest.Pytester,
     litellm_preloaded: None,
@@ -572,6 +573,7 @@ def test_the_summary_shows_tokens_and_the_cost_of_the_model_asked_for(
     )
 
 
+@pytest.mark.subprocess
 def test_loading_the_plugin_imports_neither_litellm_nor_respx(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -758,6 +760,7 @@ def test_a_fake_left_active_is_deactivated_and_reported(
     )
 
 
+@pytest.mark.subprocess
 def test_the_cost_map_variable_is_set_before_test_modules_import_litellm(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,7 +2,7 @@
 
 Markers (an HTML comment on the line before the fence):
 
-* ``<!-- runnable -->`` before a ``python`` block: run in a fresh interpreter in a tmp dir;
+* ``<!-- runnable -->`` before a ``python`` block: run in a process of its own in a tmp dir;
   before a ``bash`` block: each ``mesa-llm-testing`` line runs (exit status 0).
 * ``<!-- runnable: exit 2 -->``: the same, expecting a usage error (exit status 2).
 * ``<!-- runnable: serve -->`` before a ``console`` block: the ``mesa-llm-testing serve``
@@ -10,6 +10,10 @@ Markers (an HTML comment on the line before the fence):
 * ``<!-- runnable: NAME.py -->``: the block is a file written as NAME.py (the downstream test
   file); ``<!-- runnable: pytest -->`` is the pytest command run on it, and its output must show
   what the README's sample output shows (the failures, the faults and the repro line).
+
+Each command runs as a fork of a warm Python that has imported litellm once
+(``warm_python.py``: a process of its own, as ``python -c`` would run it, without paying the
+import again); the ``serve`` session starts a real ``mesa-llm-testing serve`` process.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from warm_python import WarmPython
+
+pytestmark = pytest.mark.subprocess  # see pyproject.toml's markers
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(
     r"<!-- runnable(?::\s*(?P<arg>[^>]*?))?\s*-->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.S
 )
 BIN = Path(sys.executable).parent
+Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def blocks(lang: str, arg: str | None = None) -> list[str]:
@@ -50,8 +59,14 @@ def env() -> dict[str, str]:
     }
 
 
-def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    """``run(argv, cwd)``: the command's ``CompletedProcess``, from a fork of a warm Python."""
+    warm = WarmPython(env())
+    try:
+        yield warm.run
+    finally:
+        warm.close()
 
 
 def test_the_readme_marks_its_examples_runnable() -> None:
@@ -61,12 +76,12 @@ def test_the_readme_marks_its_examples_runnable() -> None:
 
 
 @pytest.mark.parametrize("n", range(len(blocks("python"))))
-def test_python_example_runs(n: int, tmp_path: Path) -> None:
+def test_python_example_runs(n: int, tmp_path: Path, run: Run) -> None:
     result = run([sys.executable, "-c", blocks("python")[n]], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_cli_examples_run_in_order(tmp_path: Path) -> None:
+def test_cli_examples_run_in_order(tmp_path: Path, run: Run) -> None:
     for body in blocks("bash"):  # list; run --trace --timeline; replay run.json
         for line in body.strip().splitlines():
             result = run(shlex.split(line), tmp_path)
@@ -80,7 +95,7 @@ def test_cli_examples_run_in_order(tmp_path: Path) -> None:
         assert "valid values: integers >= 0" in result.stderr
 
 
-def test_the_downstream_test_file_fails_and_reproduces_as_shown(tmp_path: Path) -> None:
+def test_the_downstream_test_file_fails_and_reproduces_as_shown(tmp_path: Path, run: Run) -> None:
     (tmp_path / "test_election.py").write_text(blocks("python", "test_election.py")[0])
     (command,) = blocks("bash", "pytest")
     argv = [sys.executable, "-m", *shlex.split(command.strip()), "-p", "no:cacheprovider"]

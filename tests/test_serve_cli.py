@@ -18,6 +18,8 @@ import pytest
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing.checks import EXPECTED_EXCEPTIONS
 
+pytestmark = pytest.mark.subprocess  # see pyproject.toml's markers
+
 TOKEN = "s3cret"
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 

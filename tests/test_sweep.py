@@ -141,6 +141,7 @@ def test_a_run_that_raises_and_one_that_kills_its_process_fail_and_the_others_fi
     assert result.failed_runs == [raised, died]
 
 
+@pytest.mark.subprocess
 def test_the_command_writes_the_table_json_csv_and_plot(
     tmp_path: Path, local_sweep: SweepResult
 ) -> None:
