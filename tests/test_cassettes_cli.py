@@ -17,7 +17,7 @@ SECRET = "sk-test-DO-NOT-WRITE-5678"
 
 def _untimed(text: str) -> str:
     """``text`` without the step times (and the spaces that align them)."""
-    text = re.sub(r"-{3,}", "---", re.sub(r"\d+\.\d+ ms", "", text))
+    text = re.sub(r"-{3,}", "---", re.sub(r"\d+\.\d+ m?s\b", "", text))
     return re.sub(r"[ \t]+", " ", text)
 
 
