@@ -11,6 +11,7 @@ exit 1 also when a call could not be answered (a changed prompt, a call never ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -23,7 +24,16 @@ if TYPE_CHECKING:
     from mesa_llm_testing._cli_run import Scenario
     from mesa_llm_testing._faults import FaultPlan
 
-__all__ = ["check_record_args", "recorder_for", "replay_cassette", "with_llm_model"]
+__all__ = [
+    "check_llm_model",
+    "check_record_args",
+    "recorder_for",
+    "replay_cassette",
+    "with_llm_model",
+]
+
+#: The fake LLM's litellm provider: nothing to record behind it.
+_FAKE_PROVIDER = "mesa-fake"
 
 
 def with_llm_model(scenario: Scenario, llm_model: str | None) -> Scenario:
@@ -61,6 +71,30 @@ def check_record_args(args: argparse.Namespace, plan: FaultPlan) -> None:
         raise UsageError(
             f"--record {args.record!r}: no --faults while recording (calls go to the real "
             f"provider); inject faults when replaying the cassette"
+        )
+
+
+def check_llm_model(args: argparse.Namespace) -> None:
+    """``--llm-model`` as ``ModuleLLM`` checks it: litellm resolves it, and, with ``--record``,
+    its API key is set and it is a real provider's; UsageError otherwise, before any work."""
+    if args.llm_model is None:
+        return
+    from mesa_llm import ModuleLLM
+    from mesa_llm.module_llm import skip_api_key_check
+
+    # Without --record the fake LLM answers every call: no key needed, as in the run itself.
+    keys = contextlib.nullcontext() if args.record is not None else skip_api_key_check()
+    try:
+        with keys:
+            provider = ModuleLLM(args.llm_model).provider
+    except ValueError as exc:  # UnknownModelError, MissingAPIKeyError, an empty name
+        reason = str(exc).removeprefix("mesa_llm: ")
+        raise UsageError(f"--llm-model {args.llm_model!r}: {reason}") from None
+    if args.record is not None and provider == _FAKE_PROVIDER:
+        raise UsageError(
+            f"--record {args.record!r}: --llm-model {args.llm_model!r} is the fake LLM's "
+            f"model, with no real provider to record; give a real one (e.g. "
+            f"openai/gpt-4o-mini)"
         )
 
 

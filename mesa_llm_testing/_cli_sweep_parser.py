@@ -6,50 +6,34 @@ Cheap to import (the parser is built for every command); ``_cli_sweep`` runs the
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
+
+from mesa_llm_testing._sweep_values import parse_modes, parse_rates, parse_seeds
 
 __all__ = ["add_sweep_parser", "parse_numbers"]
 
 
-def parse_numbers(text: str) -> list[int]:
-    """``1-50``, ``1,3,5`` or ``1-3,7``: whole numbers >= 0, in order, each once."""
-    values: list[int] = []
-    for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
+def _argument_type(parse: Callable[[str], list[Any]]) -> Callable[[str], list[Any]]:
+    """``parse`` as an argparse type: its ValueError becomes argparse's usage error."""
+
+    def parsed(text: str) -> list[Any]:
         try:
-            first, last = int(low), int(high if dash else low)
-        except ValueError:
-            first, last = -1, -1
-        if first < 0 or last < first:
-            raise argparse.ArgumentTypeError(
-                f"invalid value {text!r}; valid values: whole numbers >= 0 and ranges, "
-                "comma-separated (1-50, 1,3,5, 1-3,7)"
-            )
-        values.extend(n for n in range(first, last + 1) if n not in values)
-    return values
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
 
 
-def _rates(text: str) -> list[float]:
-    rates: list[float] = []
-    for part in text.split(","):
-        try:
-            rate = float(part)
-        except ValueError:
-            rate = -1.0
-        if not 0.0 <= rate <= 1.0:
-            raise argparse.ArgumentTypeError(
-                f"invalid value {part.strip()!r} in {text!r}; valid values: fault rates from "
-                "0 to 1, comma-separated (0,0.05,0.1,0.3)"
-            )
-        if rate not in rates:
-            rates.append(rate)
-    return rates
+parse_numbers = _argument_type(parse_seeds)
+_rates = _argument_type(parse_rates)
 
 
 def _modes(text: str) -> list[str]:
     from mesa_llm.parallel_stepping import MODES
 
-    modes = list(dict.fromkeys(part.strip() for part in text.split(",")))
+    modes = _argument_type(parse_modes)(text)
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise argparse.ArgumentTypeError(

@@ -41,6 +41,7 @@ from mesa_llm_testing._discovery import resolve_scenario
 from mesa_llm_testing._faults import FaultPlan
 from mesa_llm_testing._runner import MODES, run_scenario
 from mesa_llm_testing._sweep_rows import RunResult, SweepResult, summarize
+from mesa_llm_testing._sweep_values import parse_modes, parse_rates, parse_seeds, values_of
 
 if TYPE_CHECKING:
     from mesa import Model
@@ -157,9 +158,9 @@ def start_method() -> str:
 def sweep(
     scenario: str | Callable[..., Model],
     *,
-    seeds: Iterable[int],
-    faults: Iterable[float],
-    modes: Iterable[str],
+    seeds: Iterable[int] | int | str,
+    faults: Iterable[float] | float | str,
+    modes: Iterable[str] | str,
     agents: int | None = None,
     steps: int,
     executor: Executor | None = None,
@@ -174,12 +175,20 @@ def sweep(
     workers are processes (one run at a time per process is enforced); None runs
     on :func:`local_executor` and shuts it down after. ``progress(result)`` is
     called as each run finishes. Returns a :class:`SweepResult`: the rows, with
-    every run's trace or traceback in ``.runs``. ValueError on bad input, before
-    any run starts.
+    every run's trace or traceback in ``.runs``. ``seeds``, ``faults`` and ``modes``
+    may also be one value or text as on the command line (``seeds="1-50"``,
+    ``faults="0,0.1"``, ``modes="asyncio,threading"``); a value given twice is an
+    error (as with the CLI). ValueError on bad input, before any run starts.
     """
     seeds, faults, modes = _checked(
         scenario, seeds=seeds, faults=faults, modes=modes, agents=agents, steps=steps
     )
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise ValueError(
+            f"mesa_llm_testing: executor={executor!r}; valid values: None (a local process "
+            f"pool) or a concurrent.futures.Executor (local_executor(), a "
+            f"ProcessPoolExecutor, Dask's Client.get_executor())"
+        )
     tasks = [
         SweepTask(scenario, seed, fault, mode, steps, agents)
         for fault in faults
@@ -305,13 +314,15 @@ def _result(future: Future[RunResult], task: SweepTask) -> RunResult:
 def _checked(
     scenario: Any,
     *,
-    seeds: Iterable[int],
-    faults: Iterable[float],
-    modes: Iterable[str],
+    seeds: Any,
+    faults: Any,
+    modes: Any,
     agents: int | None,
     steps: int,
 ) -> tuple[list[int], list[float], list[str]]:
-    seeds, faults, modes = list(seeds), list(faults), list(modes)
+    seeds = values_of("seeds", seeds, parse_seeds, (int,))
+    faults = values_of("faults", faults, parse_rates, (int, float))
+    modes = values_of("modes", modes, parse_modes, ())
     if not seeds or any(not _is_int(s) or s < 0 for s in seeds):
         raise ValueError(f"mesa_llm_testing: seeds={seeds!r}; valid values: integers >= 0")
     if not faults or any(
@@ -321,8 +332,10 @@ def _checked(
     if not modes or any(m not in MODES for m in modes):
         raise ValueError(f"mesa_llm_testing: modes={modes!r}; valid values: {', '.join(MODES)}")
     for name, values in (("seeds", seeds), ("faults", faults), ("modes", modes)):
-        if len(set(values)) != len(values):
-            raise ValueError(f"mesa_llm_testing: {name}={values!r} repeats a value")
+        if len(set(values)) != len(values):  # as on the command line: each point runs once
+            raise ValueError(
+                f"mesa_llm_testing: {name}={values!r} repeats a value; give each value once"
+            )
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"mesa_llm_testing: steps={steps!r}; valid values: integers >= 1")
     if agents is not None and (not _is_int(agents) or agents < 1):

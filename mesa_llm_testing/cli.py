@@ -100,11 +100,17 @@ def _unprefixed(exc: BaseException) -> str:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """``run``: run the scenario in one mode or all three, print the summary and the checks."""
-    from mesa_llm_testing._cli_cassette import check_record_args, recorder_for, with_llm_model
+    from mesa_llm_testing._cli_cassette import (
+        check_llm_model,
+        check_record_args,
+        recorder_for,
+        with_llm_model,
+    )
     from mesa_llm_testing._summary import fault_summary
 
     plan = _check_run_args(args)
     check_record_args(args, plan)
+    check_llm_model(args)
     scenario = with_llm_model(resolve_scenario(args.scenario), args.llm_model)
     recorder = None if args.record is None else recorder_for(args, scenario)
     latency = args.latency

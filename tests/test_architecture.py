@@ -74,6 +74,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing._timeline",
         "mesa_llm_testing._sweep",
         "mesa_llm_testing._sweep_rows",
+        "mesa_llm_testing._sweep_values",
         "mesa_llm_testing.checks",
         "mesa_llm_testing.strategies",
     ),

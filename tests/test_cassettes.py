@@ -330,3 +330,97 @@ def test_a_streamed_completion_is_recorded_as_its_whole_reply(tmp_path: Path, ho
     assert recorder.calls.last.response.content == "a streamed answer"
     with FakeLLM.from_cassette(path):
         assert stream(None) == "a streamed answer"
+
+
+def _three_calls(path: Path) -> list[str]:
+    """Record three calls with different prompts to ``path``; their replies."""
+    with FakeLLM(seed=4).http() as base, record_to(path):
+        return [
+            call(base, [{"role": "user", "content": f"move {n}?"}]).choices[0].message.content
+            for n in range(3)
+        ]
+
+
+def _replayed(path: Path, calls: int) -> list[str]:
+    with FakeLLM.from_cassette(path):
+        return [
+            call(None, [{"role": "user", "content": f"move {n}?"}]).choices[0].message.content
+            for n in range(calls)
+        ]
+
+
+def test_a_gzip_recording_cut_off_before_its_trailer_replays_every_call(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.jsonl.gz"
+    replies = _three_calls(whole)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole.read_bytes()[:-8])  # a killed recorder: no gzip trailer
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(cut))} ends part-way.*kept its 7 "):
+        assert _replayed(cut, 3) == replies
+
+
+def test_a_plain_recording_whose_last_line_is_cut_keeps_the_complete_lines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.jsonl"
+    replies = _three_calls(path)
+    text = path.read_text()
+    path.write_text(text[:-30])  # the last call's line written in part
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(path))} ends part-way.*kept its 6 "):
+        assert _replayed(path, 2) == replies[:2]
+    lines = text.splitlines(keepends=True)
+    lines[3] = lines[3][:20] + "\n"  # damage in the middle is not a cut-off recording
+    path.write_text("".join(lines))
+    with pytest.raises(ValueError, match=rf"cassette {re.escape(str(path))}, line 4: "):
+        FakeLLM.from_cassette(path)
+
+
+def test_a_cassette_missing_a_blob_fails_to_load_naming_file_line_and_blob(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.jsonl"
+    _three_calls(path)
+    lines = path.read_text().splitlines(keepends=True)
+    blob = json.loads(lines[1])["blob"]
+    path.write_text("".join(line for line in lines if '"blob"' not in line))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}, line 2: .*blob '{blob}'"):
+        FakeLLM.from_cassette(path)
+
+
+def test_a_recording_that_cannot_be_replayed_is_one_of_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    _three_calls(path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines[-1]["reply"] = {"choices": ["not a choice"]}  # the last call's reply damaged
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    fake = FakeLLM.from_cassette(path)
+    with pytest.raises(CassetteMismatchError, match=r"\(line 7\): AttributeError"), fake:
+        for n in (0, 1):
+            call(None, [{"role": "user", "content": f"move {n}?"}])
+        with pytest.raises(Exception, match="cannot replay the recording of"):
+            call(None, [{"role": "user", "content": "move 2?"}])
+    assert len(fake.problems) == 1
+
+
+def test_gzip_is_found_by_its_content_not_its_name(tmp_path: Path) -> None:
+    gz = tmp_path / "c.jsonl.gz"
+    replies = _three_calls(gz)
+    named_plain = tmp_path / "saved.jsonl"
+    named_plain.write_bytes(gz.read_bytes())
+    named_gz = tmp_path / "plain.jsonl.gz"
+    named_gz.write_bytes(gzip.decompress(gz.read_bytes()))
+    assert _replayed(named_plain, 3) == replies
+    assert _replayed(named_gz, 3) == replies
+    garbled = tmp_path / "garbled.jsonl"
+    garbled.write_bytes(gzip.decompress(gz.read_bytes()).replace(b"move 1?", b"move \xff?"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(garbled))}, line \d+: not UTF-8"):
+        FakeLLM.from_cassette(garbled)
+
+
+def test_a_recording_that_fails_before_its_first_call_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "c.jsonl"
+    with pytest.raises(RuntimeError, match="model cannot be built"), record_to(path):
+        raise RuntimeError("model cannot be built")
+    assert not (tmp_path / "new").exists()
+    with record_to(path):  # a finished recording with no call is still a cassette
+        pass
+    assert FakeLLM.from_cassette(path).cassette.cassette.entries == []

@@ -126,3 +126,43 @@ def test_without_a_cassette_the_network_stays_closed_and_says_how_to_record(
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*NetworkBlockedError*--mesa-llm-record=PATH*"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--llm-model", "nosuch/model"], "--llm-model 'nosuch/model': litellm cannot resolve"),
+        (
+            ["--llm-model", MODEL, "--record", "{dir}/new/dir/c.jsonl"],
+            f"--llm-model '{MODEL}': no API key for llm_model='{MODEL}': set the environment "
+            "variable OPENAI_API_KEY",
+        ),
+        (
+            ["--llm-model", "mesa-fake/x", "--record", "{dir}/new/dir/c.jsonl"],
+            "--llm-model 'mesa-fake/x' is the fake LLM's model, with no real provider to record",
+        ),
+    ],
+)
+def test_cli_checks_the_model_and_its_key_before_any_work(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    argv = ["run", "negotiation", "--steps", "1", "--agents", "2", "--mode", "asyncio", "-q"]
+    assert main([*argv, *(arg.format(dir=tmp_path) for arg in extra)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert list(tmp_path.iterdir()) == []  # no cassette, no directory made for it
+
+
+def test_cli_runs_a_real_model_name_on_the_fake_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    argv = ["run", "negotiation", "--steps", "1", "--agents", "2", "--mode", "asyncio", "-q"]
+    assert main([*argv, "--llm-model", MODEL]) == 0
+    assert "all checks passed" in capsys.readouterr().out

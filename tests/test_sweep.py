@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,6 +188,10 @@ def test_the_command_writes_the_table_json_csv_and_plot(
         (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
          "--workers: the cluster at --scheduler has its own workers"),
         (["--engine", "spark"], "argument --engine: invalid choice: 'spark'"),
+        (["--seeds", "1,1"], "argument --seeds: 1 appears twice in '1,1'; give each value once"),
+        (["--seeds", "1-3,2"], "argument --seeds: 2 appears twice in '1-3,2'"),
+        (["--faults", "0,0.0"], "argument --faults: 0.0 appears twice in '0,0.0'"),
+        (["--modes", "asyncio,asyncio"], "argument --modes: 'asyncio' appears twice"),
     ],
 )  # fmt: skip
 def test_bad_options_are_usage_errors_before_any_run(
@@ -236,6 +242,13 @@ def test_an_option_whose_extra_is_missing_is_a_usage_error(
         ({"modes": ["asyncio", "asyncio"]}, "modes=['asyncio', 'asyncio'] repeats a value"),
         ({"steps": 0}, "steps=0; valid values: integers >= 1"),
         ({"agents": 0}, "agents=0; valid values: None, integers >= 1"),
+        ({"seeds": "1,1"}, "seeds='1,1': 1 appears twice in '1,1'; give each value once"),
+        ({"seeds": [1, 1]}, "seeds=[1, 1] repeats a value; give each value once"),
+        ({"seeds": "5-1"}, "seeds='5-1': invalid value '5-1'; valid values: whole numbers"),
+        ({"faults": "0,2"}, "faults='0,2': invalid value '2' in '0,2'; valid values: fault rates"),
+        ({"faults": None}, "faults=None; give a list, one value, or text as on the command line"),
+        ({"modes": "asyncio,turbo"}, "modes=['asyncio', 'turbo']; valid values: sequential"),
+        ({"executor": "x"}, "executor='x'; valid values: None (a local process pool) or a "),
     ],
 )
 def test_bad_sweep_arguments_raise_before_any_run(options: dict, message: str) -> None:
@@ -243,10 +256,29 @@ def test_bad_sweep_arguments_raise_before_any_run(options: dict, message: str) -
         def submit(self, *args: object, **kwargs: object) -> None:
             raise AssertionError("a run was submitted despite bad input")
 
-    kwargs = {**SMALL, **options}
+    kwargs = {"executor": NoExecutor(), **SMALL, **options}
     with pytest.raises(ValueError, match=r"^mesa_llm_testing: ") as info:
-        sweep(SCENARIO, executor=NoExecutor(), **kwargs)  # type: ignore[arg-type]
+        sweep(SCENARIO, **kwargs)  # type: ignore[arg-type]
     assert message in str(info.value)
+
+
+def test_one_value_or_command_line_text_is_taken_as_the_cli_takes_it() -> None:
+    class InThisProcess(Executor):  # runs each run here, at once: the tasks are what is checked
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
+            future.set_result(fn(*args, **kwargs))
+            return future
+
+    small = {"agents": 2, "steps": 1, "executor": InThisProcess()}
+    result = sweep(SCENARIO, seeds="1-2", faults=0.1, modes="asyncio", **small)
+    assert [(r.seed, r.fault, r.mode) for r in result.runs] == [
+        (1, 0.1, "asyncio"), (2, 0.1, "asyncio"),
+    ]  # fmt: skip
+    assert not result.failed_runs
+    again = sweep(SCENARIO, seeds=1, faults="0,0.1", modes="asyncio,threading", **small)
+    assert [(row.fault, row.mode) for row in again] == [
+        (0.0, "asyncio"), (0.0, "threading"), (0.1, "asyncio"), (0.1, "threading"),
+    ]  # fmt: skip
 
 
 def test_an_unknown_scenario_or_a_factory_no_worker_can_load_raises() -> None:

@@ -1,5 +1,7 @@
 """The cassette file: JSON Lines (gzip by ``.gz``), request fingerprints, writing and reading.
 
+A reader finds gzip by its magic bytes, whatever the name.
+
 Line 1 is the header (``{"mesa_llm_cassette": 1, "versions": ..., "test_id": ...,
 "seed": ..., ...}``). Then, in write order: ``{"blob": HASH, "value": ...}`` lines,
 each message or tool list stored once and referred to by its hash, and one line
@@ -17,7 +19,9 @@ import hashlib
 import json
 import platform
 import threading
+import warnings
 import weakref
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -127,13 +131,13 @@ class CassetteWriter:
 
     def __init__(self, path: str | Path, header: Mapping[str, Any]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._blobs: set[str] = set()
         self._secrets: set[str] = set()
         self.lines = 0
-        self._file: IO[str] | None = _open(self.path, "w")
-        self._write_line({HEADER_KEY: CASSETTE_FORMAT, "versions": versions(), **header})
+        self._header = {HEADER_KEY: CASSETTE_FORMAT, "versions": versions(), **header}
+        self._file: IO[str] | None = None
+        self._closed = False
 
     def forget_secret(self, secret: Any) -> None:
         """Never write ``secret`` (an ``api_key`` value): it is replaced wherever it appears."""
@@ -159,22 +163,38 @@ class CassetteWriter:
                     self._write_line({"blob": digest, "value": json.loads(text)})
             self._write_line(record)
 
-    def _write_line(self, data: Mapping[str, Any]) -> None:
-        if self._file is None:
+    def _start(self) -> IO[str]:
+        """The open file: created, with its header line, by the first call written."""
+        if self._closed:
             raise RuntimeError(f"mesa_llm_testing: cassette {self.path} is closed")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = _open(self.path, "w")
+            self._write_line(self._header)
+        return self._file
+
+    def _write_line(self, data: Mapping[str, Any]) -> None:
+        file = self._start()
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         for secret in self._secrets:
             text = text.replace(secret, _REDACTED)
-        self._file.write(text + "\n")
-        self._file.flush()
+        file.write(text + "\n")
+        file.flush()
         self.lines += 1
 
-    def close(self) -> None:
-        """Finish the file (a gzip cassette is only complete once closed)."""
+    def close(self, *, keep_empty: bool = True) -> None:
+        """Finish the file (a gzip cassette is only complete once closed).
+
+        A cassette with no call yet is written then (its header only), unless
+        ``keep_empty`` is False (a run that failed before its first call): no file.
+        """
         with self._lock:
+            if self._file is None and keep_empty and not self._closed:
+                self._start()
             if self._file is not None:
                 self._file.close()
                 self._file = None
+            self._closed = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,60 +229,132 @@ class Cassette:
         return [self.blobs[h] for h in entry.messages]
 
 
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+def _decompressed(raw: bytes) -> tuple[bytes, bool]:
+    """The data of gzip bytes ``raw`` (every member) and whether the stream ended whole.
+
+    A recording cut off (a killed process) has no gzip trailer: its data up to the
+    last line flushed is still there, and is returned with False.
+    """
+    parts = []
+    while raw:
+        stream = zlib.decompressobj(wbits=31)
+        parts.append(stream.decompress(raw))
+        if not stream.eof:
+            return b"".join(parts), False
+        raw = stream.unused_data.lstrip(b"\0")  # gzip allows zero padding between members
+    return b"".join(parts), True
+
+
+def _lines(path: Path, raw: bytes) -> tuple[list[bytes], bool]:
+    """The lines of the file's bytes (gzip found by its magic bytes, whatever its name),
+    and whether the file ended whole (a complete gzip stream, a final newline)."""
+    whole = True
+    if raw.startswith(_GZIP_MAGIC):
+        try:
+            raw, whole = _decompressed(raw)
+        except zlib.error as exc:
+            raise ValueError(
+                f"mesa_llm_testing: cassette {path}: cannot read it (corrupt gzip data: {exc})"
+            ) from None
+    lines = raw.split(b"\n")
+    last = lines.pop()  # b"" after a final newline; else a line cut off mid-write
+    if last.strip():
+        whole = False
+        try:
+            json.loads(last)
+            lines.append(last)  # complete, only its newline missing
+        except ValueError:
+            pass
+    return lines, whole
+
+
 def is_cassette(path: str | Path) -> bool:
-    """Whether the file at ``path`` starts with a cassette header line."""
+    """Whether the file at ``path`` starts with a cassette header line (plain or gzip)."""
     try:
-        with _open(Path(path), "r") as file:
-            first = file.readline(1_000_000)
+        with Path(path).open("rb") as file:
+            if file.read(2) == _GZIP_MAGIC:
+                file.seek(0)
+                first = gzip.GzipFile(fileobj=file).readline(1_000_000)
+            else:
+                file.seek(0)
+                first = file.readline(1_000_000)
         return HEADER_KEY in json.loads(first)
-    except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile):
+    except (OSError, ValueError, TypeError, EOFError, zlib.error):
         return False
 
 
 def read_cassette(path: str | Path) -> Cassette:
-    """Read a cassette; ValueError naming the file and line for anything malformed."""
+    """Read a cassette; ValueError naming the file and line for anything malformed.
+
+    A recording cut off part-way (no gzip trailer, a last line written in part)
+    keeps every complete line, with a warning saying how many.
+    """
     path = Path(path)
     try:
-        with _open(path, "r") as file:
-            lines = file.read().splitlines()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(
             f"mesa_llm_testing: cassette {path}: no such file; record one with record_to(path), "
             f"--mesa-llm-record=PATH or 'mesa-llm-testing run --record PATH'"
         ) from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except OSError as exc:
         raise ValueError(f"mesa_llm_testing: cassette {path}: cannot read it ({exc})") from None
+    lines, whole = _lines(path, raw)
     cassette: Cassette | None = None
-    for number, text in enumerate(lines, 1):
+    for number, line in enumerate(lines, 1):
         try:
-            data = json.loads(text)
+            data = json.loads(line.decode("utf-8"))
             if cassette is None:
-                if data.get(HEADER_KEY) != CASSETTE_FORMAT:
+                if not isinstance(data, dict) or data.get(HEADER_KEY) != CASSETTE_FORMAT:
+                    found = data.get(HEADER_KEY) if isinstance(data, dict) else None
                     raise ValueError(
-                        f"not a cassette header (format {CASSETTE_FORMAT} expected, "
-                        f"got {data.get(HEADER_KEY)!r})"
+                        f"not a cassette header (format {CASSETTE_FORMAT} expected, got {found!r})"
                     )
                 cassette = Cassette(path, data)
             elif "blob" in data:
                 cassette.blobs[data["blob"]] = data["value"]
             else:
-                run, agent, step, call = data["key"]
-                cassette.entries.append(
-                    CassetteEntry(
-                        data.get("test", ""),
-                        (run, agent, step, call),
-                        data["model"],
-                        data["fingerprint"],
-                        tuple(data["messages"]),
-                        data.get("reply"),
-                        data.get("error"),
-                        number,
-                    )
-                )
+                cassette.entries.append(_entry(data, number, cassette.blobs))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if type(exc) is ValueError:  # ours, saying what is wrong
+                reason = str(exc)
+            elif isinstance(exc, UnicodeDecodeError):
+                reason = f"not UTF-8 text ({exc})"
             raise ValueError(
-                f"mesa_llm_testing: cassette {path}, line {number}: {type(exc).__name__}: {exc}"
+                f"mesa_llm_testing: cassette {path}, line {number}: {reason}"
             ) from None
     if cassette is None:
         raise ValueError(f"mesa_llm_testing: cassette {path} is empty (no header line)")
+    if not whole:
+        warnings.warn(
+            f"mesa_llm_testing: cassette {path} ends part-way (a recording cut off); "
+            f"kept its {len(lines)} complete lines ({len(cassette.entries)} calls)",
+            stacklevel=2,
+        )
     return cassette
+
+
+def _entry(data: dict[str, Any], number: int, blobs: Mapping[str, Any]) -> CassetteEntry:
+    """The call on line ``number``; ValueError if a blob it refers to was not written before it."""
+    run, agent, step, call = data["key"]
+    messages = tuple(data["messages"])
+    for digest in (*messages, data.get("tools")):
+        if digest is not None and digest not in blobs:
+            raise ValueError(
+                f"the call refers to blob {digest!r} (a message or tool list), but no blob "
+                f"line before it holds it: the cassette is damaged; record it again"
+            )
+    return CassetteEntry(
+        data.get("test", ""),
+        (run, agent, step, call),
+        data["model"],
+        data["fingerprint"],
+        messages,
+        data.get("reply"),
+        data.get("error"),
+        number,
+    )

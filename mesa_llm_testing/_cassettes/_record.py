@@ -66,22 +66,28 @@ class CassetteRecorder(FakeCore):
         owns = self._writer is None
         if owns:
             self._writer = CassetteWriter(self.path, self._header)
+        finished = False
         try:
             with installed(self, intercept_all=False):
                 yield self
+            finished = True
         finally:
             if owns:
-                self.close()
+                # The file is created by the first call recorded: a run that fails before
+                # making one (a model that cannot be built) leaves no file behind.
+                self.close(keep_empty=finished)
 
     def open(self) -> None:
-        """Start the cassette file now (``activate`` then leaves it open); :meth:`close` ends it."""
+        """Start the cassette now (``activate`` then leaves it open); :meth:`close` ends it.
+
+        The file is created by the first call recorded (or by :meth:`close`)."""
         if self._writer is None:
             self._writer = CassetteWriter(self.path, self._header)
 
-    def close(self) -> None:
-        """Finish the cassette file."""
+    def close(self, *, keep_empty: bool = True) -> None:
+        """Finish the cassette file (``keep_empty=False``: no file if no call was recorded)."""
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close(keep_empty=keep_empty)
             self._writer = None
 
     @property

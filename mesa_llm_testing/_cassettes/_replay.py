@@ -100,15 +100,26 @@ class CassetteReplies:
             # Steps only move forward: drop the counters of a finished step of this agent.
             self._counts.pop((run, slot[1], (request.step or 0) - 2), None)
         key = (run, request.agent, request.step, index)
-        entry = self._find(key, request)
-        if entry is None:
-            return replace(
-                generate_reply(request.shape, fake.rng(request)).with_ids(fake.rng(request)),
-                generated=True,
-            )
-        if entry.error is not None:
-            raise rebuild_error(entry.error)
-        return _reply_of(entry.reply or {})
+        entry = None
+        try:
+            entry = self._find(key, request)
+            if entry is None:
+                return replace(
+                    generate_reply(request.shape, fake.rng(request)).with_ids(fake.rng(request)),
+                    generated=True,
+                )
+            if entry.error is None:
+                return _reply_of(entry.reply or {})
+            recorded = rebuild_error(entry.error)
+        except CassetteMismatchError:
+            raise  # already in problems
+        except Exception as exc:  # a damaged recording: a failure of the replay, not the run
+            where = "" if entry is None else f" (line {entry.line})"
+            raise self._problem(
+                f"mesa_llm_testing: cassette {self.cassette.path}: cannot replay the recording of "
+                f"{_who(key)}{where}: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise recorded
 
     def _find(
         self, key: tuple[int, Any, int | None, int], request: FakeRequest
