@@ -21,7 +21,7 @@ import zlib
 from collections import OrderedDict
 from typing import Any, Final
 
-from mesa_llm_testing._trace import StepTrace
+from mesa_llm_testing._trace import PER_AGENT_FIELDS, StepTrace
 
 __all__ = ["PACK_AFTER", "PER_AGENT", "PackedStep", "pack", "pack_finished_steps"]
 
@@ -29,7 +29,7 @@ __all__ = ["PACK_AFTER", "PER_AGENT", "PackedStep", "pack", "pack_finished_steps
 PACK_AFTER: int = 20_000
 
 #: The fields of a step that grow with its number of agents: what packing compresses.
-PER_AGENT: Final = ("start_order", "phases", "population", "outcomes", "faults", "llm_calls")
+PER_AGENT: Final = PER_AGENT_FIELDS
 
 _RECENT = 2  # unpacked steps kept for repeated reads
 _recent: OrderedDict[int, tuple[PackedStep, dict[str, Any]]] = OrderedDict()

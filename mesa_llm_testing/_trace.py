@@ -19,9 +19,19 @@ from mesa_llm.parallel_stepping import TokenUsage
 from mesa_llm_testing._faults import FaultPlan, InjectedFault
 from mesa_llm_testing._plans import plan_from_settings
 
-__all__ = ["TRACE_VERSION", "CallTrace", "RunTrace", "StepTrace"]
+__all__ = ["PER_AGENT_FIELDS", "TRACE_VERSION", "CallTrace", "RunTrace", "StepTrace"]
 
 TRACE_VERSION: Final = 1
+
+#: The fields of a step that grow with its number of agents (what ``_packed`` compresses).
+PER_AGENT_FIELDS: Final = (
+    "start_order",
+    "phases",
+    "population",
+    "outcomes",
+    "faults",
+    "llm_calls",
+)
 
 
 class CallTrace(NamedTuple):
@@ -76,28 +86,20 @@ class StepTrace:
         """The per-agent fields as packed bytes (``_packed.PackedStep``), or None."""
         return None
 
+    def _per_agent_key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in PER_AGENT_FIELDS)
+
     def _same_as(self, other: StepTrace) -> bool:
         if self._light_key() != other._light_key():
             return False
         mine, theirs = self._packed_payload(), other._packed_payload()
         if mine is not None and mine == theirs:
             return True  # equal bytes unpack to equal fields
-        return self._key() == other._key()
+        return self._per_agent_key() == other._per_agent_key()
 
     def _key(self) -> tuple[Any, ...]:
-        return (
-            self.step,
-            self.start_order,
-            self.outcomes,
-            self.faults,
-            self.llm_calls,
-            self.rng_digest,
-            self.state_digest,
-            self.recovered,
-            self.retries,
-            self.phases,
-            self.population,
-        )
+        """Everything ``==`` compares (not ``seconds``, ``mode``, ``usage``, ``limited``)."""
+        return self._light_key() + self._per_agent_key()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (mappings as lists of pairs, so unique_ids keep their type)."""
