@@ -9,9 +9,9 @@ The ``parallel_stepping`` context manager lives in :mod:`mesa_llm.parallel_stepp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mesa_llm._lazy import lazy_exports
 from mesa_llm.errors import (
     AgentMethodMissingError,
     AgentTimeoutError,
@@ -123,14 +123,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mesa_llm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("mesa_llm", _LAZY, __all__, globals())

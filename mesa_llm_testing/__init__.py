@@ -6,8 +6,9 @@ its module on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mesa_llm._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mesa_llm_testing import checks, strategies
@@ -96,16 +97,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        value: Any = importlib.import_module(f"mesa_llm_testing.{name}")
-    elif name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    else:
-        raise AttributeError(f"module 'mesa_llm_testing' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(
+    "mesa_llm_testing", _LAZY, __all__, globals(), submodules=_SUBMODULES
+)

@@ -8,9 +8,9 @@ and so on); the LLM-backed kinds load on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mesa_llm._lazy import lazy_exports
 from mesa_llm.memory.memory import Memory, MemoryAgent, MemoryEntry
 from mesa_llm.memory.st_memory import ShortTermMemory
 
@@ -40,14 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mesa_llm.memory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("mesa_llm.memory", _LAZY, __all__, globals())
