@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import math
@@ -20,6 +19,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
+
+from mesa_llm._sleep import sleep_in_task, sleep_in_thread
 
 __all__ = ["Permit", "RateLimiter", "estimate_tokens"]
 
@@ -213,14 +214,12 @@ class RateLimiter:
                 if outcome is None:
                     event.wait(_POLL)
                     continue
-                waited = (self._sleep or time.sleep)(outcome)
-                if inspect.isawaitable(waited):
-                    if inspect.iscoroutine(waited):
-                        waited.close()
-                    raise TypeError(
-                        "mesa_llm: RateLimiter(sleep=...) returned an awaitable in a sync "
-                        "acquire(); pass a sync sleep, or use aacquire()"
-                    )
+                sleep_in_thread(
+                    self._sleep,
+                    outcome,
+                    "mesa_llm: RateLimiter(sleep=...) returned an awaitable in a sync "
+                    "acquire(); pass a sync sleep, or use aacquire()",
+                )
         except BaseException:
             self._leave(waiter)
             raise
@@ -240,10 +239,7 @@ class RateLimiter:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(event.wait(), _POLL)
                     continue
-                if self._sleep is None:
-                    await asyncio.sleep(outcome)
-                elif inspect.isawaitable(waited := self._sleep(outcome)):
-                    await waited
+                await sleep_in_task(self._sleep, outcome)
         except BaseException:
             self._leave(waiter)
             raise

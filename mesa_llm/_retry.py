@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import inspect
 import logging
 import math
 import random
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from mesa_llm._litellm import import_litellm
+from mesa_llm._sleep import sleep_in_task, sleep_in_thread
 from mesa_llm.errors import CircuitOpenError
 
 __all__ = ["TRANSIENT_ERRORS", "RetryPolicy", "override_retry_sleep"]
@@ -271,15 +269,12 @@ def call_with_retries(policy: RetryPolicy, rng: random.Random, attempt_once: Cal
             if delay is None:
                 raise
             _log_retry(exc, attempt, policy, delay)
-        sleep = _sleep_for(policy) or time.sleep
-        waited = sleep(delay)
-        if inspect.isawaitable(waited):
-            if inspect.iscoroutine(waited):
-                waited.close()
-            raise TypeError(
-                "mesa_llm: RetryPolicy(sleep=...) returned an awaitable in the sync generate(); "
-                "pass a sync sleep callable, or call agenerate()"
-            )
+        sleep_in_thread(
+            _sleep_for(policy),
+            delay,
+            "mesa_llm: RetryPolicy(sleep=...) returned an awaitable in the sync generate(); "
+            "pass a sync sleep callable, or call agenerate()",
+        )
         attempt += 1
 
 
@@ -296,11 +291,5 @@ async def acall_with_retries(
             if delay is None:
                 raise
             _log_retry(exc, attempt, policy, delay)
-        sleep = _sleep_for(policy)
-        if sleep is None:
-            await asyncio.sleep(delay)
-        else:
-            waited = sleep(delay)
-            if inspect.isawaitable(waited):
-                await waited
+        await sleep_in_task(_sleep_for(policy), delay)
         attempt += 1

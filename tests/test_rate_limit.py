@@ -226,3 +226,18 @@ async def test_a_thousand_tasks_and_four_threads_stay_within_every_limit() -> No
     assert in_any_window(started) == rpm  # never more than rpm in any minute
     assert max(in_flight) <= most
     assert clock.now == pytest.approx(60.0 * 11)  # 1,200 requests at 100 a minute
+
+
+def test_an_async_sleep_in_a_sync_acquire_is_refused_naming_the_async_way() -> None:
+    clock = FakeClock(start=0.0)
+
+    async def asleep(seconds: float) -> None:
+        clock.sleep(seconds)
+
+    rpm = RateLimiter(rpm=1, clock=clock, sleep=asleep)
+    rpm.acquire().release()
+    with pytest.raises(
+        TypeError, match=r"RateLimiter\(sleep=...\) returned an awaitable.*aacquire"
+    ):
+        rpm.acquire()  # the window is full: it would have to wait with the async sleep
+    assert rpm.in_flight == 0
