@@ -12,7 +12,13 @@ from resilience_models import FakeClock
 
 from mesa_llm._litellm import import_litellm
 from mesa_llm_testing import FakeLLM, FaultPlan, LimitedCall, ProviderLimits, run_scenario
-from mesa_llm_testing.checks import LoadLimitedWarning, check_isolation, check_reproducible
+from mesa_llm_testing._verdict import check_runs
+from mesa_llm_testing.checks import (
+    LoadLimitedWarning,
+    check_isolation,
+    check_ordering,
+    check_reproducible,
+)
 
 litellm = import_litellm()
 
@@ -182,3 +188,26 @@ def test_a_run_records_load_driven_429s_apart_and_the_checks_say_so() -> None:
         warnings.simplefilter("error")
         with pytest.raises(AssertionError, match="are not identical: step 1"):
             check_reproducible(calm, early)
+
+
+def test_the_ordering_check_excuses_random_draws_changed_after_load_driven_429s() -> None:
+    calm = run_scenario("negotiation", steps=3, mode="sequential", seed=2, agents=6)
+    busy = type(calm).from_json(calm.to_json())
+    busy.mode = "threading"
+    busy.steps[1].limited = {1: 1}  # a 429 in step 2: what the agents drew may differ after it
+    busy.steps[1].rng_digest = "drawn otherwise"
+    with pytest.warns(
+        LoadLimitedWarning, match=r"(?s)ordering check failed .*not failed: the runs"
+    ):
+        check_ordering(busy, calm)
+
+    busy.steps[0].rng_digest = "drawn otherwise before any 429"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AssertionError, match="step 1: the model's random number generator"):
+            check_ordering(busy, calm)
+
+    # The CLI's verdict shows it as not run, with why, instead of failing.
+    busy.steps[0].rng_digest = calm.steps[0].rng_digest
+    ordering = next(r for r in check_runs([calm, busy]) if r.name == "ordering")
+    assert ordering.status == "not run" and "load-driven 429s" in ordering.skipped
