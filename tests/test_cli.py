@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from warm_python import Run
 
 from mesa_llm_testing.cli import main
 
@@ -375,6 +376,12 @@ def run_script(
     )  # fmt: skip
 
 
+def run_warm(warm_run: Run, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script, as a fork of the warm Python (conftest's ``warm_run``): for tests
+    of what a command does, not of how a cold process starts."""
+    return warm_run(["mesa-llm-testing", *argv], cwd)
+
+
 def _trace_json(tmp_path: Path) -> dict:
     """A real trace (written once per test module run) to corrupt one field at a time."""
     path = tmp_path / "good.json"
@@ -430,8 +437,10 @@ def test_every_bad_input_is_a_usage_error_before_any_work(
 
 
 @pytest.mark.subprocess
-def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path) -> None:
-    result = run_script("run", "--steps", "1", "--agents", "2", "--seed", "4", cwd=tmp_path)
+def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path, warm_run: Run) -> None:
+    # What is printed does not depend on whether litellm is loaded yet, so a warm process
+    # serves; that nothing loads it before a usage error is tested cold above.
+    result = run_warm(warm_run, "run", "--steps", "1", "--agents", "2", "--seed", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == (
@@ -439,24 +448,26 @@ def test_startup_says_what_it_does_before_loading_litellm(tmp_path: Path) -> Non
     )
     # Not a terminal: one line, finished with the time the import took.
     assert re.fullmatch(r"mesa-llm-testing: loading litellm \.\.\. done in \d+\.\d s", lines[1])
-    quiet = run_script("run", "--steps", "1", "--agents", "2", "-q", cwd=tmp_path)
+    quiet = run_warm(warm_run, "run", "--steps", "1", "--agents", "2", "-q", cwd=tmp_path)
     assert quiet.returncode == 0
     assert "loading litellm" not in quiet.stderr
 
 
 @pytest.mark.subprocess
-def test_a_trace_with_a_relative_scenario_path_replays_from_elsewhere(tmp_path: Path) -> None:
+def test_a_trace_with_a_relative_scenario_path_replays_from_elsewhere(
+    tmp_path: Path, warm_run: Run
+) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "my_model.py").write_text(
         "from mesa_llm_testing.scenarios.negotiation import NegotiationModel\n\n"
         "class MyNegotiation(NegotiationModel):\n    scenario_name = 'mine'\n"
     )
-    run = run_script("run", "my_model.py", "--trace", "run.json", "--faults", "0.3", *SMALL,
-                     cwd=project)  # fmt: skip
+    run = run_warm(warm_run, "run", "my_model.py", "--trace", "run.json", "--faults", "0.3",
+                   *SMALL, cwd=project)  # fmt: skip
     assert run.returncode == 0, run.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    replay = run_script("replay", str(project / "run.json"), "-q", cwd=elsewhere)
+    replay = run_warm(warm_run, "replay", str(project / "run.json"), "-q", cwd=elsewhere)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert replay.stdout.startswith(f"reproduced: {project / 'my_model.py'}, 2 steps")

@@ -19,7 +19,6 @@ import again); the ``serve`` session starts a real ``mesa-llm-testing serve`` pr
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -27,11 +26,10 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from warm_python import WarmPython
+from warm_python import Run, command_env
 
 pytestmark = pytest.mark.subprocess  # see pyproject.toml's markers
 
@@ -40,7 +38,6 @@ BLOCK = re.compile(
     r"<!-- runnable(?::\s*(?P<arg>[^>]*?))?\s*-->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.S
 )
 BIN = Path(sys.executable).parent
-Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def blocks(lang: str, arg: str | None = None) -> list[str]:
@@ -51,22 +48,10 @@ def blocks(lang: str, arg: str | None = None) -> list[str]:
     return found
 
 
-def env() -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-
-
-@pytest.fixture(scope="module")
-def run() -> Iterator[Run]:
+@pytest.fixture
+def run(warm_run: Run) -> Run:
     """``run(argv, cwd)``: the command's ``CompletedProcess``, from a fork of a warm Python."""
-    warm = WarmPython(env())
-    try:
-        yield warm.run
-    finally:
-        warm.close()
+    return warm_run
 
 
 def test_the_readme_marks_its_examples_runnable() -> None:
@@ -138,7 +123,7 @@ def test_the_serve_session_answers_as_shown() -> None:
     argv = shlex.split(serve.removesuffix("&").strip())
     assert argv[:2] == ["mesa-llm-testing", "serve"]
     process = subprocess.Popen(
-        [str(BIN / argv[0]), *argv[1:]], stdout=subprocess.PIPE, text=True, env=env()
+        [str(BIN / argv[0]), *argv[1:]], stdout=subprocess.PIPE, text=True, env=command_env()
     )
     try:
         assert process.stdout is not None

@@ -11,9 +11,11 @@ import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from warm_python import Run
 
 from mesa_llm_testing._faults import FaultKind
 from mesa_llm_testing.checks import EXPECTED_EXCEPTIONS
@@ -85,7 +87,7 @@ def call(url: str, body: bytes | None = None, *, method: str = "GET", token: str
 
 
 def test_serve_answers_a_run_in_another_process_and_reports_its_faults(
-    server: tuple[subprocess.Popen[str], str],
+    server: tuple[subprocess.Popen[str], str], warm_run: Run
 ) -> None:
     process, url = server
     root = url.removesuffix("/v1")
@@ -99,14 +101,8 @@ def test_serve_answers_a_run_in_another_process_and_reports_its_faults(
     assert call(f"{root}/admin/faults")[0] == 401  # the token is required
     assert call(f"{root}/admin/reset", b"", method="POST", token=TOKEN)[0] == 200
 
-    client = subprocess.run(
-        [sys.executable, "-c", CLIENT, url],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=240,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
+    # The client is a process of its own (a fork of the warm Python, litellm imported).
+    client = warm_run([sys.executable, "-c", CLIENT, url], Path(__file__).parent.parent, 240)
     assert client.returncode == 0, client.stderr[-3000:]
     seen = {(uid, step): name for uid, step, name in json.loads(client.stdout.splitlines()[-1])}
 

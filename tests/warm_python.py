@@ -25,10 +25,22 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+#: ``run(argv, cwd, timeout=...)`` returning the command's ``CompletedProcess``.
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
 PRELOAD = ("litellm", "mesa", "mesa_llm", "mesa_llm_testing", "mesa_llm_testing.cli", "pytest")
+
+
+def command_env() -> dict[str, str]:
+    """A user's environment for a command: no API keys, this interpreter's scripts on PATH."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
 
 
 class WarmPython:
