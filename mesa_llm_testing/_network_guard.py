@@ -113,8 +113,8 @@ def block_network(owner: str) -> Iterator[None]:
                 connect_ex=socket.socket.connect_ex,
             )
             socket.getaddrinfo = _guarded_getaddrinfo
-            socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-            socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+            socket.socket.connect = _guarded_connect  # type: ignore[method-assign,assignment]
+            socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign,assignment]
         _owners.append(owner)
     try:
         yield

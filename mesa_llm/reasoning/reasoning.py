@@ -356,7 +356,7 @@ async def _adrive(requests: PlanRequests, llm: ModuleLLM) -> Plan:
             reply = await llm.agenerate(**request.to_kwargs())
 
 
-def _only_plan(cls: type) -> bool:
+def _only_plan(cls: type[Reasoning]) -> bool:
     """Whether ``cls`` overrides ``plan`` but neither ``aplan`` nor ``plan_requests``."""
     return (
         cls.plan is not Reasoning.plan

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from mesa_llm.recording.simulation_recorder import SimulationRecorder
 
@@ -41,14 +41,29 @@ def _attach_recorder_to_agents(model: Any, recorder: SimulationRecorder) -> None
             agent.recorder = recorder
 
 
+@overload
+def record_model(cls: ModelClass, *, save_at_exit: bool = ..., **kwargs: Any) -> ModelClass: ...
+
+
+@overload
+def record_model(
+    cls: None = None, *, save_at_exit: bool = ..., **kwargs: Any
+) -> Callable[[ModelClass], ModelClass]: ...
+
+
 def record_model(
     cls: ModelClass | None = None, *, save_at_exit: bool = True, **kwargs: Any
 ) -> ModelClass | Callable[[ModelClass], ModelClass]:
     """Instrument a Mesa ``Model`` subclass with a ``SimulationRecorder`` (see the module doc)."""
     if cls is None:
-        return lambda actual: record_model(actual, save_at_exit=save_at_exit, **kwargs)
-    original_init = cls.__init__
-    original_step = getattr(cls, "step", None)
+
+        def decorate(actual: ModelClass) -> ModelClass:
+            return record_model(actual, save_at_exit=save_at_exit, **kwargs)
+
+        return decorate
+    model_class: Any = cls  # its methods are replaced below
+    original_init = model_class.__init__
+    original_step = getattr(model_class, "step", None)
 
     @functools.wraps(original_init)
     def init_wrapper(self: Any, *args: Any, **init_kwargs: Any) -> None:
@@ -58,7 +73,7 @@ def record_model(
         if save_at_exit:
             _save_at_exit(self.recorder)
 
-    cls.__init__ = init_wrapper  # type: ignore[misc]
+    model_class.__init__ = init_wrapper
 
     if original_step is not None:
 
@@ -73,9 +88,9 @@ def record_model(
                 recorder.record_model_event("step_end", {"step": self.steps})
             return result
 
-        cls.step = step_wrapper
+        model_class.step = step_wrapper
 
-    cls.save_recording = _save_recording
+    model_class.save_recording = _save_recording
     return cls
 
 

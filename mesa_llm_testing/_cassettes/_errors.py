@@ -101,7 +101,7 @@ def _litellm_error(name: str, message: str, record: dict[str, Any]) -> Exception
     params = inspect.signature(cls.__init__).parameters
     exc = cls(**{k: v for k, v in offered.items() if k in params and v is not None})
     if isinstance(status, int) and getattr(exc, "status_code", status) != status:
-        exc.status_code = status
+        exc.status_code = status  # type: ignore[attr-defined]
     if response is not None:
         exc.litellm_response_headers = response.headers  # type: ignore[attr-defined]
     return exc

@@ -51,8 +51,9 @@ _REDACTED: Final = "[redacted]"
 
 def _plain(value: Any) -> Any:
     """``value`` as plain JSON data: pydantic objects dumped, types as their JSON schema."""
-    if isinstance(value, type) and callable(getattr(value, "model_json_schema", None)):
-        return {"pydantic": value.__name__, "schema": value.model_json_schema()}
+    schema = getattr(value, "model_json_schema", None)
+    if isinstance(value, type) and callable(schema):
+        return {"pydantic": value.__name__, "schema": schema()}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return _plain(dump())

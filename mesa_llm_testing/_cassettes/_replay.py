@@ -174,7 +174,7 @@ def _who(key: tuple[int, Any, int | None, int]) -> str:
 
 
 def _render(messages: Sequence[Any]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for message in messages:
         plain = json.loads(canonical(message))
         role = plain.pop("role", "?") if isinstance(plain, dict) else "?"

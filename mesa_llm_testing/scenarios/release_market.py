@@ -95,8 +95,9 @@ class MarketBuyer(LLMAgent):
         self.tool_manager = buyer_tool_manager
         self.budget = budget
         self.purchases = []
-        self.internal_state.append(f"budget: {budget}")
-        self.internal_state.append("_max_price: 12")
+        facts = self.internal_state
+        assert isinstance(facts, list)  # given as None, LLMAgent keeps a list of facts
+        facts += [f"budget: {budget}", "_max_price: 12"]
 
     def step(self):
         obs = self.generate_obs()
