@@ -29,7 +29,7 @@ from mesa_llm._fallbacks import (
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm._rate_limit import RateLimiter
-from mesa_llm._resilience import Policies, asend, send
+from mesa_llm._resilience import Policies, asend, hidden_params, send
 from mesa_llm._retry import TRANSIENT_ERRORS, RetryPolicy, override_retry_sleep
 from mesa_llm._usage import record_usage
 from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
@@ -378,6 +378,6 @@ def _complete(route: Route, request: dict[str, Any]) -> ModelResponse:
 
 def _answered_by(response: Any, asked: str) -> str:
     """The model that answered (a fallback's, see ``_resilience``), else the one asked for."""
-    hidden = getattr(response, "_hidden_params", None)
-    model = hidden.get("mesa_llm_model") if isinstance(hidden, dict) else None
+    hidden = hidden_params(response)
+    model = None if hidden is None else hidden.get("mesa_llm_model")
     return model if isinstance(model, str) else asked

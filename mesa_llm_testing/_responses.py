@@ -151,10 +151,17 @@ class FakeReply:
         response_id: str,
         messages: Sequence[Any] = (),
         with_usage: bool = True,
+        hidden_params: dict[str, Any] | None = None,
     ) -> Any:
-        """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given)."""
+        """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given).
+
+        ``hidden_params``: its ``_hidden_params`` (None: litellm's for a new response).
+        """
         if self.raw is not None:
-            return self.raw.model_copy(deep=True)
+            response = self.raw.model_copy(deep=True)
+            if hidden_params is not None:
+                response._hidden_params = hidden_params
+            return response
         return build_model_response(
             response_id=response_id,
             created=CREATED,
@@ -164,6 +171,7 @@ class FakeReply:
             tool_calls=[(tc.id, tc.name, tc.arguments) for tc in self.tool_calls],
             finish_reason=self.finish,
             usage=self.usage(messages) if with_usage else None,
+            hidden_params=hidden_params,
         )
 
     @classmethod
