@@ -157,9 +157,10 @@ class _Admitted:
     def succeeded(self, response: Any) -> None:
         if self.breaker is not None:
             self.breaker.record(self.route.circuit, None, probe=self.probe)
-        usage = getattr(response, "usage", None)
-        total = getattr(usage, "total_tokens", None)
-        if self.permit is not None and isinstance(total, int) and total > 0:
+        if self.permit is None:
+            return
+        total = getattr(getattr(response, "usage", None), "total_tokens", None)
+        if isinstance(total, int) and total > 0:
             self.permit.record_tokens(total)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

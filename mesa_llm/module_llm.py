@@ -62,6 +62,8 @@ _RESERVED_KWARGS = {
     "stream": "generate/agenerate return a complete ModelResponse; streaming is not supported",
 }
 
+_MAPS = (dict, Mapping)  # dict first: isinstance on the Mapping ABC alone is slow
+
 _skip_key_check_depth = 0
 _skip_key_check_lock = threading.Lock()
 _provider_lookup_lock = threading.Lock()
@@ -154,6 +156,7 @@ class ModuleLLM:
             self._resolve_provider,
         )
         self.fallbacks: tuple[Fallback, ...] = tuple(fallbacks or ())
+        self._last_policies: Policies | None = None
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -210,8 +213,17 @@ class ModuleLLM:
         return response
 
     def _policies(self) -> Policies:
-        # Built per call: retry and circuit_breaker are plain attributes users may swap.
-        return Policies(self._routes, self.retry, self.circuit_breaker)
+        # retry and circuit_breaker are plain attributes users may swap: rebuilt when they do.
+        policies = self._last_policies
+        if (
+            policies is None
+            or policies.retry is not self.retry
+            or policies.breaker is not self.circuit_breaker
+        ):
+            policies = self._last_policies = Policies(
+                self._routes, self.retry, self.circuit_breaker
+            )
+        return policies
 
     async def _asend_one(self, route: Route, request: dict[str, Any]) -> ModelResponse:
         if self.batching is None:
@@ -350,7 +362,7 @@ def _tools_alias(tools: Any, tool_schema: Any) -> Any:
 
 
 def _get(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+    return item.get(name) if isinstance(item, _MAPS) else getattr(item, name, None)
 
 
 def _reject_reserved(kwargs: Mapping[str, Any], where: str) -> None:

@@ -98,12 +98,21 @@ class FakeReply:
 
     def with_ids(self, rng: Rng) -> FakeReply:
         """This reply with an id on every tool call that has none (ids drawn from ``rng``)."""
-        if not self.tool_calls or all(tc.id for tc in self.tool_calls):
+        calls = self.tool_calls
+        if not calls:
             return self
-        calls = tuple(
-            tc if tc.id else FakeToolCall(tc.name, tc.arguments, "call_" + rng.hex(24))
-            for tc in self.tool_calls
-        )
+        if len(calls) == 1:  # the usual case, without the generators below
+            if calls[0].id:
+                return self
+            call = calls[0]
+            calls = (FakeToolCall(call.name, call.arguments, "call_" + rng.hex(24)),)
+        elif all(tc.id for tc in calls):
+            return self
+        else:
+            calls = tuple(
+                tc if tc.id else FakeToolCall(tc.name, tc.arguments, "call_" + rng.hex(24))
+                for tc in calls
+            )
         return FakeReply(self.content, calls, self.finish_reason, self.raw)
 
     def usage(self, messages: Sequence[Any]) -> dict[str, int]:
