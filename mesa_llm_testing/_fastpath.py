@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -65,6 +66,11 @@ _object_setattr: Final = object.__setattr__
 #: Version 4 and the RFC 4122 variant in a 128-bit value (as ``uuid.UUID(version=4)`` sets them).
 _UUID4_KEEP: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID4_SET: Final = (4 << 76) | (0x8000 << 48)
+#: Call ids need only be unique, as uuid4's are: a private stream seeded from os.urandom
+#: (a system call less per call), reseeded in forked children; never the user's ``random``.
+_call_ids: Final = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_call_ids.seed)
 
 
 def check_pipeline(pipeline: str) -> str:
@@ -221,7 +227,7 @@ def _reply(
 
 def uuid4_text() -> str:
     """``str(uuid.uuid4())`` (litellm's call ids), without building a ``UUID``."""
-    value = int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP | _UUID4_SET
+    value = _call_ids.getrandbits(128) & _UUID4_KEEP | _UUID4_SET
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

@@ -101,15 +101,13 @@ def build_model_response(
 
 def _clone(original: Any, fields: dict[str, Any], /) -> Any:
     """A shallow copy of a pydantic model (as ``copy.copy``) with ``fields`` set, unvalidated."""
-    clone = _new(type(original))
-    values = original.__dict__.copy()
-    values.update(fields)
-    _set(clone, "__dict__", values)
+    clone = _new(original.__class__)
+    _set(clone, "__dict__", {**original.__dict__, **fields})
     extra = original.__pydantic_extra__
-    _set(clone, "__pydantic_extra__", None if extra is None else extra.copy())
+    _set(clone, "__pydantic_extra__", extra if extra is None else extra.copy())
     _set(clone, "__pydantic_fields_set__", original.__pydantic_fields_set__.copy())
     private = original.__pydantic_private__
-    _set(clone, "__pydantic_private__", None if private is None else private.copy())
+    _set(clone, "__pydantic_private__", private if private is None else private.copy())
     return clone
 
 

@@ -65,7 +65,5 @@ class Rng:
 
     def hex(self, length: int) -> str:
         """``length`` hex digits."""
-        out = ""
-        while len(out) < length:
-            out += f"{self.next():016x}"
-        return out[:length]
+        blocks = -(-length // 16)  # as many 64-bit draws as it takes, none for 0
+        return "".join([f"{self.next():016x}" for _ in range(blocks)])[:length]
