@@ -244,7 +244,8 @@ class ModuleLLM:
         system_prompt: str | None = None,
     ) -> dict[str, Any]:
         """The ``litellm.completion`` keyword arguments of one call."""
-        _reject_reserved(kwargs, "generate(...)")
+        if kwargs:
+            _reject_reserved(kwargs, "generate(...)")
         request: dict[str, Any] = {
             "model": self.llm_model,
             "messages": self._messages(prompt, messages, system_prompt),

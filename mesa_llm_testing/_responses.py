@@ -117,11 +117,14 @@ class FakeReply:
 
     def usage(self, messages: Sequence[Any]) -> dict[str, int]:
         """Rough token counts (4 characters a token), like a provider's ``usage``."""
-        prompt = sum(len(str(_content_of(m) or "")) for m in messages) // 4 + 1
-        completion = (
-            len(self.content or "")
-            + sum(len(tc.name) + len(tc.arguments) for tc in self.tool_calls)
-        ) // 4 + 1
+        chars = 0
+        for message in messages:
+            chars += len(str(_content_of(message) or ""))
+        prompt = chars // 4 + 1
+        chars = len(self.content or "")
+        for call in self.tool_calls:
+            chars += len(call.name) + len(call.arguments)
+        completion = chars // 4 + 1
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
