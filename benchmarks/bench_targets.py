@@ -17,6 +17,7 @@ CPU seconds are printed beside wall seconds: on a loaded machine they say more::
 
     python benchmarks/bench_targets.py          # full sizes; JSON to benchmarks/results/
     python benchmarks/bench_targets.py --quick --json out.json
+    python benchmarks/bench_targets.py --only fake  # one part (repeatable): fake, stepping, ...
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from mesa_llm_testing import FakeLLM, FaultPlan, run_scenario
 from mesa_llm_testing.scenarios import DEFAULT_SCENARIO
 
 RESULTS = Path(__file__).parent / "results" / "targets.json"
+#: The parts one run measures (``--only`` picks some).
+PARTS = ("scenario", "fake", "stepping")
 MOVE = {
     "type": "function",
     "function": {
@@ -163,8 +166,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write ({RESULTS})")
     parser.add_argument("--skip-scenario", action="store_true", help="leave out the scenario run")
     parser.add_argument("--mode", default="asyncio", help="stepping mode of the scenario run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable; default: all of " + ", ".join(PARTS) + ")",
+    )
     opts = parser.parse_args()
     quick = opts.quick
+    parts = set(opts.only or PARTS)
+    if opts.skip_scenario:
+        parts.discard("scenario")
     # Failed agents are logged with their tracebacks; at 10 % faults that is the output.
     logging.getLogger("mesa_llm").setLevel(logging.CRITICAL)
     results: dict[str, Any] = {
@@ -172,7 +184,7 @@ def main() -> None:
         "machine": platform.machine(),
         "quick": quick,
     }
-    if not opts.skip_scenario:
+    if "scenario" in parts:
         agents, steps = (100, 5) if quick else (1_000, 50)
         row = bench_scenario(agents, steps, opts.mode)
         results[f"scenario_{agents}x{steps}_{opts.mode}"] = row
@@ -182,7 +194,18 @@ def main() -> None:
             f"{row['ms_per_agent_step']:.2f} ms/agent-step, peak RSS {row['peak_rss_mb']:.0f} MB "
             f"(before: {row['peak_rss_before_mb']:.0f} MB)"
         )
-    fake = bench_fake_call(500 if quick else 4000)
+    if "fake" in parts:
+        _report_fake_call(results, 500 if quick else 4000)
+    if "stepping" in parts:
+        _report_stepping(results, quick)
+    ps.disable_automatic_parallel_stepping()
+    opts.json.parent.mkdir(parents=True, exist_ok=True)
+    opts.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {opts.json}")
+
+
+def _report_fake_call(results: dict[str, Any], calls: int) -> None:
+    fake = bench_fake_call(calls)
     results["fake_call"] = fake
     print(
         f"fake call via ModuleLLM.agenerate (CPU us): fast {fake['fast_cpu_us']:.0f} "
@@ -192,6 +215,9 @@ def main() -> None:
         f"{fake['fast_over_mock_response']:.2f}, pipeline/mock_response "
         f"{fake['pipeline_over_mock_response']:.2f}"
     )
+
+
+def _report_stepping(results: dict[str, Any], quick: bool) -> None:
     repeats = 3 if quick else 9
     sizes = [(200, 0.005), (2_000, 0.0)] if quick else [(1_000, 0.02), (10_000, 0.0)]
     for n, latency in sizes:
@@ -211,10 +237,6 @@ def main() -> None:
         f"threading N={n} 20 ms, 64 workers: {row['threading_ms']:.0f} ms vs ideal "
         f"{row['ideal_ms']:.0f} ms = {row['ratio']:.2f}x ideal (target <= 1.25)"
     )
-    ps.disable_automatic_parallel_stepping()
-    opts.json.parent.mkdir(parents=True, exist_ok=True)
-    opts.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {opts.json}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from mesa_llm._retry import RetryPolicy, _note, acall_with_retries, call_with_re
 from mesa_llm.errors import CircuitOpenError
 from mesa_llm.parallel_stepping import current_agent
 
-__all__ = ["Policies", "asend", "send"]
+__all__ = ["Policies", "asend", "hidden_params", "send"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +157,10 @@ class _Admitted:
     def succeeded(self, response: Any) -> None:
         if self.breaker is not None:
             self.breaker.record(self.route.circuit, None, probe=self.probe)
-        usage = getattr(response, "usage", None)
-        total = getattr(usage, "total_tokens", None)
-        if self.permit is not None and isinstance(total, int) and total > 0:
+        if self.permit is None:
+            return
+        total = getattr(getattr(response, "usage", None), "total_tokens", None)
+        if isinstance(total, int) and total > 0:
             self.permit.record_tokens(total)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -217,9 +218,21 @@ def _summary(tried: Sequence[tuple[Route, Exception]]) -> str:
     return ", ".join(f"{route.model} ({type(exc).__name__})" for route, exc in tried)
 
 
+def hidden_params(response: Any) -> dict[str, Any] | None:
+    """``response._hidden_params`` (litellm's private dict on a reply) if it is a dict."""
+    # A pydantic model keeps its private attributes in __pydantic_private__; reading them
+    # there skips pydantic's __getattr__ (a few microseconds a call, three times per call).
+    private = getattr(response, "__pydantic_private__", None)
+    if isinstance(private, dict) and "_hidden_params" in private:
+        hidden = private["_hidden_params"]
+    else:
+        hidden = getattr(response, "_hidden_params", None)
+    return hidden if isinstance(hidden, dict) else None
+
+
 def _answered(response: T, route: Route, tried: list[tuple[Route, Exception]]) -> T:
-    hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, dict):
+    hidden = hidden_params(response)
+    if hidden is not None:
         hidden["mesa_llm_model"] = route.model
         hidden["mesa_llm_fallbacks"] = [(r.model, type(e).__name__) for r, e in tried]
     if tried:

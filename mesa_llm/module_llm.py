@@ -29,7 +29,7 @@ from mesa_llm._fallbacks import (
 from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm._rate_limit import RateLimiter
-from mesa_llm._resilience import Policies, asend, send
+from mesa_llm._resilience import Policies, asend, hidden_params, send
 from mesa_llm._retry import TRANSIENT_ERRORS, RetryPolicy, override_retry_sleep
 from mesa_llm._usage import record_usage
 from mesa_llm.errors import MissingAPIKeyError, UnknownModelError
@@ -61,6 +61,8 @@ _RESERVED_KWARGS = {
     "max_retries": "retries are owned by retry=RetryPolicy(max_attempts=...)",
     "stream": "generate/agenerate return a complete ModelResponse; streaming is not supported",
 }
+
+_MAPS = (dict, Mapping)  # dict first: isinstance on the Mapping ABC alone is slow
 
 _skip_key_check_depth = 0
 _skip_key_check_lock = threading.Lock()
@@ -154,6 +156,7 @@ class ModuleLLM:
             self._resolve_provider,
         )
         self.fallbacks: tuple[Fallback, ...] = tuple(fallbacks or ())
+        self._last_policies: Policies | None = None
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -210,8 +213,17 @@ class ModuleLLM:
         return response
 
     def _policies(self) -> Policies:
-        # Built per call: retry and circuit_breaker are plain attributes users may swap.
-        return Policies(self._routes, self.retry, self.circuit_breaker)
+        # retry and circuit_breaker are plain attributes users may swap: rebuilt when they do.
+        policies = self._last_policies
+        if (
+            policies is None
+            or policies.retry is not self.retry
+            or policies.breaker is not self.circuit_breaker
+        ):
+            policies = self._last_policies = Policies(
+                self._routes, self.retry, self.circuit_breaker
+            )
+        return policies
 
     async def _asend_one(self, route: Route, request: dict[str, Any]) -> ModelResponse:
         if self.batching is None:
@@ -232,7 +244,8 @@ class ModuleLLM:
         system_prompt: str | None = None,
     ) -> dict[str, Any]:
         """The ``litellm.completion`` keyword arguments of one call."""
-        _reject_reserved(kwargs, "generate(...)")
+        if kwargs:
+            _reject_reserved(kwargs, "generate(...)")
         request: dict[str, Any] = {
             "model": self.llm_model,
             "messages": self._messages(prompt, messages, system_prompt),
@@ -350,7 +363,7 @@ def _tools_alias(tools: Any, tool_schema: Any) -> Any:
 
 
 def _get(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+    return item.get(name) if isinstance(item, _MAPS) else getattr(item, name, None)
 
 
 def _reject_reserved(kwargs: Mapping[str, Any], where: str) -> None:
@@ -378,6 +391,6 @@ def _complete(route: Route, request: dict[str, Any]) -> ModelResponse:
 
 def _answered_by(response: Any, asked: str) -> str:
     """The model that answered (a fallback's, see ``_resilience``), else the one asked for."""
-    hidden = getattr(response, "_hidden_params", None)
-    model = hidden.get("mesa_llm_model") if isinstance(hidden, dict) else None
+    hidden = hidden_params(response)
+    model = None if hidden is None else hidden.get("mesa_llm_model")
     return model if isinstance(model, str) else asked

@@ -433,19 +433,22 @@ class FakeCore:
     def content_reply(self, request: FakeRequest, fault: FaultKind | None) -> FakeReply:
         """The 200 reply: malformed/empty/cut on those faults, else scripted or generated."""
         rng = self.rng(request)
-        if fault is FaultKind.MALFORMED_JSON:
-            return malformed_reply(request.shape, rng).with_ids(rng)
-        if fault is FaultKind.EMPTY_RESPONSE:
-            return empty_reply()
-        if fault in BODY_ERROR_KINDS:  # an error fault: side_effect is not consumed
-            return generate_reply(request.shape, rng).with_ids(rng)
+        if fault is not None:  # (looking the kinds up costs more than this test)
+            if fault is FaultKind.MALFORMED_JSON:
+                return malformed_reply(request.shape, rng).with_ids(rng)
+            if fault is FaultKind.EMPTY_RESPONSE:
+                return empty_reply()
+            if fault in BODY_ERROR_KINDS:  # an error fault: side_effect is not consumed
+                return generate_reply(request.shape, rng).with_ids(rng)
         if self.reply_source is not None:  # a cassette replay
             reply = self.reply_source.reply(self, request)
         elif (spec := self._scripted(request)) is DEFAULT or spec is None:
             reply = generate_reply(request.shape, rng).with_ids(rng)
         else:
             reply = _coerce(spec, "FakeLLM reply").with_ids(rng)
-        return truncated_reply(reply) if fault is FaultKind.TRUNCATED else reply
+        if fault is not None and fault is FaultKind.TRUNCATED:
+            return truncated_reply(reply)
+        return reply
 
     def _scripted(self, request: FakeRequest) -> Any:
         effect = self._side_effect

@@ -25,8 +25,9 @@ the fast path records them in ``request.params`` like any other.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -61,6 +62,15 @@ _NOT_PARAMS: Final = frozenset(
     }
 )
 _litellm_params: frozenset[str] | None = None
+_object_setattr: Final = object.__setattr__
+#: Version 4 and the RFC 4122 variant in a 128-bit value (as ``uuid.UUID(version=4)`` sets them).
+_UUID4_KEEP: Final = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET: Final = (4 << 76) | (0x8000 << 48)
+#: Call ids need only be unique, as uuid4's are: a private stream seeded from os.urandom
+#: (a system call less per call), reseeded in forked children; never the user's ``random``.
+_call_ids: Final = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_call_ids.seed)
 
 
 def check_pipeline(pipeline: str) -> str:
@@ -117,17 +127,32 @@ async def acomplete(fake: FakeCore, asked: str, kwargs: dict[str, Any]) -> Any:
 
 
 def model_response(
-    fake: FakeCore, request: FakeRequest, reply: FakeReply, model: str, *, with_usage: bool
+    fake: FakeCore,
+    request: FakeRequest,
+    reply: FakeReply,
+    model: str,
+    *,
+    with_usage: bool,
+    hidden_params: dict[str, Any] | None = None,
 ) -> Any:
-    """The ``ModelResponse`` of ``reply`` (``model`` as litellm names it: no provider prefix)."""
+    """The ``ModelResponse`` of ``reply`` (``model`` as litellm names it: no provider prefix).
+
+    ``hidden_params``: its ``_hidden_params`` as given; None: those of a new litellm
+    response, with a cost of 0.
+    """
     response_id = "chatcmpl-" + fake.rng(request, "response-id").hex(29)
     response = reply.to_model_response(
-        model=model, response_id=response_id, messages=request.messages, with_usage=with_usage
+        model=model,
+        response_id=response_id,
+        messages=request.messages,
+        with_usage=with_usage,
+        hidden_params=hidden_params,
     )
-    # A fake costs nothing; saying so spares litellm computing a cost for an unknown model.
-    hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, dict) and hidden.get("response_cost") is None:
-        hidden["response_cost"] = 0.0
+    if hidden_params is None:
+        # A fake costs nothing; saying so spares litellm computing a cost for an unknown model.
+        hidden = getattr(response, "_hidden_params", None)
+        if isinstance(hidden, dict) and hidden.get("response_cost") is None:
+            hidden["response_cost"] = 0.0
     return response
 
 
@@ -177,25 +202,34 @@ def _reply(
     fake: FakeCore, request: FakeRequest, reply: FakeReply, kwargs: dict[str, Any], start: float
 ) -> Any:
     routed = str(kwargs["model"])
-    model = routed.removeprefix(PROVIDER + "/")
-    response = model_response(fake, request, reply, model, with_usage=True)
-    if reply.raw is not None:
-        attach_usage(response, reply, request.messages)
-    elapsed_ms = (time.perf_counter() - start) * 1e3
     # What litellm's post-processing leaves in _hidden_params for the mesa-fake provider.
-    response._hidden_params = {
+    hidden: dict[str, Any] = {
         "response_cost": 0.0,
-        "_response_ms": elapsed_ms,
+        "_response_ms": 0.0,  # set once the reply is built
         "callback_duration_ms": 0.0,
-        "litellm_call_id": kwargs.get("litellm_call_id") or str(uuid.uuid4()),
+        "litellm_call_id": kwargs.get("litellm_call_id") or uuid4_text(),
         "api_base": kwargs.get("api_base") or kwargs.get("base_url"),
         "model_id": None,
         "additional_headers": {},
         "litellm_model_name": routed,
-        "provider_response_model": response.model,
+        "provider_response_model": None,  # set once the reply is built
     }
-    response._response_ms = elapsed_ms
+    model = routed.removeprefix(PROVIDER + "/")
+    response = model_response(fake, request, reply, model, with_usage=True, hidden_params=hidden)
+    if reply.raw is not None:
+        attach_usage(response, reply, request.messages)
+    hidden["provider_response_model"] = response.model
+    elapsed_ms = hidden["_response_ms"] = (time.perf_counter() - start) * 1e3
+    # Where pydantic's __setattr__ puts a name that is neither a field nor a private attribute.
+    _object_setattr(response, "_response_ms", elapsed_ms)
     return response
+
+
+def uuid4_text() -> str:
+    """``str(uuid.uuid4())`` (litellm's call ids), without building a ``UUID``."""
+    value = _call_ids.getrandbits(128) & _UUID4_KEEP | _UUID4_SET
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _not_params() -> frozenset[str]:

@@ -366,8 +366,10 @@ def _skip_mcp_lookup(kwargs: dict[str, Any]) -> None:
     # with tools; without `mcp` installed every such call fails. Plain function tools never
     # need the gateway, so tell litellm to skip it (a no-op where `mcp` is installed).
     tools = kwargs.get("tools")
-    if tools and not _mcp_installed() and not any(_is_mcp_tool(t) for t in tools):
-        kwargs.setdefault("_skip_mcp_handler", True)
+    if "_skip_mcp_handler" in kwargs or not tools or _mcp_installed():
+        return
+    if not any(_is_mcp_tool(t) for t in tools):
+        kwargs["_skip_mcp_handler"] = True
 
 
 def _is_mcp_tool(tool: Any) -> bool:

@@ -98,21 +98,33 @@ class FakeReply:
 
     def with_ids(self, rng: Rng) -> FakeReply:
         """This reply with an id on every tool call that has none (ids drawn from ``rng``)."""
-        if not self.tool_calls or all(tc.id for tc in self.tool_calls):
+        calls = self.tool_calls
+        if not calls:
             return self
-        calls = tuple(
-            tc if tc.id else FakeToolCall(tc.name, tc.arguments, "call_" + rng.hex(24))
-            for tc in self.tool_calls
-        )
+        if len(calls) == 1:  # the usual case, without the generators below
+            if calls[0].id:
+                return self
+            call = calls[0]
+            calls = (FakeToolCall(call.name, call.arguments, "call_" + rng.hex(24)),)
+        elif all(tc.id for tc in calls):
+            return self
+        else:
+            calls = tuple(
+                tc if tc.id else FakeToolCall(tc.name, tc.arguments, "call_" + rng.hex(24))
+                for tc in calls
+            )
         return FakeReply(self.content, calls, self.finish_reason, self.raw)
 
     def usage(self, messages: Sequence[Any]) -> dict[str, int]:
         """Rough token counts (4 characters a token), like a provider's ``usage``."""
-        prompt = sum(len(str(_content_of(m) or "")) for m in messages) // 4 + 1
-        completion = (
-            len(self.content or "")
-            + sum(len(tc.name) + len(tc.arguments) for tc in self.tool_calls)
-        ) // 4 + 1
+        chars = 0
+        for message in messages:
+            chars += len(str(_content_of(message) or ""))
+        prompt = chars // 4 + 1
+        chars = len(self.content or "")
+        for call in self.tool_calls:
+            chars += len(call.name) + len(call.arguments)
+        completion = chars // 4 + 1
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -151,10 +163,17 @@ class FakeReply:
         response_id: str,
         messages: Sequence[Any] = (),
         with_usage: bool = True,
+        hidden_params: dict[str, Any] | None = None,
     ) -> Any:
-        """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given)."""
+        """A ``litellm.ModelResponse`` (a deep copy of ``raw`` when one was given).
+
+        ``hidden_params``: its ``_hidden_params`` (None: litellm's for a new response).
+        """
         if self.raw is not None:
-            return self.raw.model_copy(deep=True)
+            response = self.raw.model_copy(deep=True)
+            if hidden_params is not None:
+                response._hidden_params = hidden_params
+            return response
         return build_model_response(
             response_id=response_id,
             created=CREATED,
@@ -164,6 +183,7 @@ class FakeReply:
             tool_calls=[(tc.id, tc.name, tc.arguments) for tc in self.tool_calls],
             finish_reason=self.finish,
             usage=self.usage(messages) if with_usage else None,
+            hidden_params=hidden_params,
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any, Final
 __all__ = ["Rng"]
 
 _MASK64: Final = (1 << 64) - 1
+_HASHER: Final = hashlib.blake2b(digest_size=8, person=b"mesa-fake-reply")
 
 _SENTENCES: Final = (
     "I will stay where I am and observe my surroundings.",
@@ -38,9 +39,9 @@ class Rng:
     __slots__ = ("_state",)
 
     def __init__(self, *parts: object) -> None:
-        key = "\x1f".join([str(p) for p in parts]).encode()  # str(None) == "None"
-        digest = hashlib.blake2b(key, digest_size=8, person=b"mesa-fake-reply").digest()
-        self._state = int.from_bytes(digest, "big")
+        hasher = _HASHER.copy()  # cheaper than a new blake2b with a personalisation
+        hasher.update("\x1f".join([str(p) for p in parts]).encode())  # str(None) == "None"
+        self._state = int.from_bytes(hasher.digest(), "big")
 
     def next(self) -> int:
         """The next 64-bit value."""
@@ -64,7 +65,5 @@ class Rng:
 
     def hex(self, length: int) -> str:
         """``length`` hex digits."""
-        out = ""
-        while len(out) < length:
-            out += f"{self.next():016x}"
-        return out[:length]
+        blocks = -(-length // 16)  # as many 64-bit draws as it takes, none for 0
+        return "".join([f"{self.next():016x}" for _ in range(blocks)])[:length]

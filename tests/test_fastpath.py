@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 import pydantic
@@ -316,3 +317,18 @@ def test_replies_built_from_templates_equal_those_litellm_builds(
         assert response.model_dump_json() == fresh.model_dump_json()
     made[0]._hidden_params["touched"] = True
     assert "touched" not in made[1]._hidden_params
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "litellm"])
+def test_each_reply_has_a_fresh_uuid4_call_id_and_its_time_on_both_paths(pipeline: str) -> None:
+    fake = FakeLLM(seed=1)
+    with fake.activate(pipeline=pipeline):
+        replies = [
+            litellm.completion(model="openai/gpt-4o-mini", messages=MESSAGES) for _ in range(3)
+        ]
+    ids = [r._hidden_params["litellm_call_id"] for r in replies]
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert len(set(ids)) == 3
+    for reply in replies:
+        assert reply._response_ms == reply._hidden_params["_response_ms"] >= 0
+        assert "_response_ms" not in reply.model_dump()

@@ -320,6 +320,26 @@ def test_threads_retrying_concurrently_each_stop_at_max_attempts() -> None:
     assert attempts_by_prompt == {f"p{i}": 3 for i in range(24)}
 
 
+def test_swapped_retry_policy_and_circuit_breaker_apply_to_the_next_call() -> None:
+    from mesa_llm import CircuitBreaker, CircuitOpenError
+    from mesa_llm_testing import FakeLLM, FaultPlan
+
+    fake = FakeLLM(seed=1, faults=FaultPlan(1.0, kinds=["timeout"], seed=1))
+    with fake.activate():
+        llm = ModuleLLM("mesa-fake/m", retry=RetryPolicy(max_attempts=2), seed=1)
+        with pytest.raises(litellm.Timeout):
+            llm.generate("a")
+        assert len(fake.calls) == 2
+        llm.retry = RetryPolicy(max_attempts=4)
+        with pytest.raises(litellm.Timeout):
+            llm.generate("b")
+        assert len(fake.calls) == 2 + 4
+        llm.circuit_breaker = CircuitBreaker(failures=1, reset_after=60)
+        with pytest.raises(CircuitOpenError):
+            llm.generate("c")
+        assert len(fake.calls) == 2 + 4 + 1  # the first outage opened the circuit
+
+
 # --- cheap imports ---
 
 
