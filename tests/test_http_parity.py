@@ -28,9 +28,10 @@ def layer_neutral(trace: RunTrace) -> RunTrace:
 @pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
 def test_http_and_provider_runs_give_identical_traces(mode: str) -> None:
     scenario = REGISTRY[DEFAULT_SCENARIO]
-    # Clients give up on a stalled (TIMEOUT) answer after 0.3 s; so does the provider's timeout.
+    # Clients give up on a stalled (TIMEOUT) answer after 1 s; so does the provider's timeout.
+    # (0.3 s was short enough for a loaded machine to time out an answer that was not stalled.)
     via_provider = run_scenario(
-        functools.partial(scenario, llm_kwargs={"timeout": 0.3}),
+        functools.partial(scenario, llm_kwargs={"timeout": 1.0}),
         steps=3,
         mode=mode,
         faults=plan(),
@@ -45,7 +46,7 @@ def test_http_and_provider_runs_give_identical_traces(mode: str) -> None:
                 # litellm's OpenAI provider sends "mesa-fake/scenario" on the wire: the model
                 # string the provider run records.
                 llm_model="openai/mesa-fake/scenario",
-                llm_kwargs={"api_base": api_base, "api_key": "sk-fake", "timeout": 0.3},
+                llm_kwargs={"api_base": api_base, "api_key": "sk-fake", "timeout": 1.0},
             ),
             steps=3,
             mode=mode,
