@@ -1,4 +1,5 @@
-"""Machinery of the mesa-llm pytest plugin: settings, per-test fault plans, reports, summary.
+"""Machinery of the mesa-llm pytest plugin: per-test fault plans, reports, summary (its
+settings are read by :mod:`mesa_llm_testing._pytest_settings`).
 
 Imported by :mod:`mesa_llm_testing.plugin` when pytest configures. It needs only
 the standard library, pytest and :mod:`mesa_llm_testing._faults` (no litellm).
@@ -7,13 +8,11 @@ the standard library, pytest and :mod:`mesa_llm_testing._faults` (no litellm).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import secrets
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,19 @@ import pytest
 
 from mesa_llm_testing._faults import DEFAULT_KINDS, FaultKind, FaultPlan, InjectedFault
 from mesa_llm_testing._process_state import ProcessState, recordings_kept_out_of_cwd
+from mesa_llm_testing._pytest_settings import (
+    LIBRARY,
+    WORKER_SEED,
+    FaultSettings,
+    MarkerOptions,
+    read_settings,
+)
 
 SECTION_TITLE = "mesa-llm faults"
 """Title of the report section added to a failing test that used the plugin's fixtures."""
 
-_LIBRARY = "mesa_llm_testing"  # prefix of error messages
-_MARKER_ERROR = f"{_LIBRARY}: bad @pytest.mark.mesa_llm"
+_MARKER_ERROR = f"{LIBRARY}: bad @pytest.mark.mesa_llm"
 _PLUGIN_NAME = "mesa-llm-session"
-_CACHE_KEY = "mesa_llm/seed"
-_WORKER_SEED = "mesa_llm_seed"  # key in xdist's workerinput
 _FAULTS_PROPERTY = "mesa_llm_faults"  # report.user_properties entry, carried across xdist
 _USAGE_PROPERTY = "mesa_llm_usage"  # the test's token usage, carried the same way
 _TRACE_FORMAT = 1
@@ -38,71 +41,6 @@ _PLAN_KEY = pytest.StashKey[FaultPlan]()
 _STATE_KEY = pytest.StashKey[ProcessState]()
 _RECORDINGS_KEY = pytest.StashKey[Any]()  # the test's recordings_kept_out_of_cwd()
 _USAGE_KEY = pytest.StashKey[dict[str, Any]]()  # TokenUsage.to_dict() of the test's fake_llm
-
-
-@dataclasses.dataclass(frozen=True)
-class FaultSettings:
-    """The session-wide fault settings, resolved from the command line, ini file and cache."""
-
-    rate: float
-    seed: int
-    kinds: tuple[FaultKind, ...] | None  # None: DEFAULT_KINDS
-    trace: Path | None
-    replay_text: str | None = None  # --mesa-llm-replay as given, for the repro command
-    replay: dict[str, list[InjectedFault]] | None = None  # recorded faults by test id
-    ignored: tuple[str, ...] = ()  # options given but overridden by --mesa-llm-replay
-    record: Path | None = None  # --mesa-llm-record: the session's cassette
-    cassette: Path | None = None  # --mesa-llm-cassette: replay every test from it
-
-    def header(self) -> str:
-        """The ``mesa-llm: ...`` header line; every flag on it can be pasted back."""
-        if self.replay_text is not None:
-            line = f"mesa-llm: --mesa-llm-seed={self.seed} --mesa-llm-replay={self.replay_text}"
-            if self.ignored:
-                line += f" (ignored under --mesa-llm-replay: {', '.join(self.ignored)})"
-            return line
-        return "mesa-llm: " + " ".join(
-            [
-                f"--mesa-llm-faults={_format_rate(self.rate)}",
-                f"--mesa-llm-seed={self.seed}",
-                f"--mesa-llm-fault-kinds={_join_kinds(self.kinds or DEFAULT_KINDS)}",
-            ]
-        )
-
-    def repro_flags(self) -> list[str]:
-        """The options that reproduce this session's faults."""
-        if self.replay_text is not None:  # a replay injects exactly the recorded faults
-            return [f"--mesa-llm-seed={self.seed}", f"--mesa-llm-replay={self.replay_text}"]
-        flags = [f"--mesa-llm-faults={_format_rate(self.rate)}", f"--mesa-llm-seed={self.seed}"]
-        if self.kinds is not None:
-            flags.append(f"--mesa-llm-fault-kinds={_join_kinds(self.kinds)}")
-        return flags
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MarkerOptions:
-    """Arguments of ``@pytest.mark.mesa_llm``; keyword-only, so a typo is an error."""
-
-    faults: float | None = None
-    kinds: str | Iterable[FaultKind | str] | None = None
-    seed: int | None = None
-    cassette: str | None = None
-
-    @classmethod
-    def from_item(cls, item: pytest.Item) -> MarkerOptions:
-        """Read the closest ``mesa_llm`` marker of ``item``; TypeError naming the valid keywords."""
-        marker = item.get_closest_marker("mesa_llm")
-        if marker is None:
-            return cls()
-        valid = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(marker.kwargs) - set(valid))
-        if marker.args or unknown:
-            got = ", ".join([repr(arg) for arg in marker.args] + [f"{k}=" for k in unknown])
-            raise TypeError(
-                f"{_LIBRARY}: @pytest.mark.mesa_llm on {item.nodeid} got unexpected argument(s) "
-                f"{got}; it takes only the keywords {', '.join(k + '=' for k in valid)}"
-            )
-        return cls(**marker.kwargs)
 
 
 class SessionFaults:
@@ -122,7 +60,7 @@ class SessionFaults:
     @classmethod
     def install(cls, config: pytest.Config) -> SessionFaults:
         """Resolve the settings (pytest.UsageError on a bad value) and register the hooks."""
-        session = cls(config, _read_settings(config))
+        session = cls(config, read_settings(config))
         config.stash[_SESSION_KEY] = session
         config.pluginmanager.register(session, _PLUGIN_NAME)
         return session
@@ -167,7 +105,7 @@ class SessionFaults:
         try:
             return FaultPlan(rate, kinds=kinds, seed=seed, test_id=fault_id(item))
         except (TypeError, ValueError) as exc:
-            reason = str(exc).removeprefix(f"{_LIBRARY}: ")
+            reason = str(exc).removeprefix(f"{LIBRARY}: ")
             raise ValueError(f"{_MARKER_ERROR} on {item.nodeid}: {reason}") from None
 
     @contextlib.contextmanager
@@ -266,12 +204,12 @@ class SessionFaults:
             if before is not None:
                 del item.stash[_STATE_KEY]
                 for leak in before.restore():
-                    item.warn(pytest.PytestWarning(f"{_LIBRARY}: {leak}"))
+                    item.warn(pytest.PytestWarning(f"{LIBRARY}: {leak}"))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """xdist: workers use the controller's seed (so ``last`` and fresh seeds agree)."""
-        node.workerinput[_WORKER_SEED] = self.settings.seed
+        node.workerinput[WORKER_SEED] = self.settings.seed
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -374,120 +312,6 @@ def _counting_usage(item: pytest.Item, fake: Any) -> Iterator[None]:
         item.stash[_USAGE_KEY] = usage
 
 
-# -- settings -------------------------------------------------------------------------------
-
-
-def _read_settings(config: pytest.Config) -> FaultSettings:
-    rate_text, rate_source = _raw_value(config, "faults")
-    kinds_text, kinds_source = _raw_value(config, "fault_kinds")
-    trace_text, trace_source = _raw_value(config, "trace")
-    replay_text, replay_source = _raw_value(config, "replay")
-    record_text, record_source = _raw_value(config, "record")
-    cassette_text, cassette_source = _raw_value(config, "cassette")
-    if record_text is not None and hasattr(config, "workerinput"):
-        raise pytest.UsageError(
-            f"{_LIBRARY}: {record_source}={record_text}: record without pytest-xdist workers "
-            "(-p no:xdist or -n 0), so the cassette is written by one process"
-        )
-    replay, trace_seed = None, None
-    if replay_text is not None:
-        replay, trace_seed = _load_trace(
-            _resolve_path(config, replay_text, replay_source), f"{replay_source}={replay_text}"
-        )
-    return FaultSettings(
-        rate=0.0 if rate_text is None else _parse_rate(rate_text, rate_source),
-        # A replay keeps the traced session's seed unless told otherwise, so replies match too.
-        seed=_resolve_seed(config, default=trace_seed),
-        kinds=None if kinds_text is None else _parse_kinds(kinds_text, kinds_source),
-        trace=None if trace_text is None else _resolve_path(config, trace_text, trace_source),
-        replay_text=replay_text,
-        replay=replay,
-        record=None if record_text is None else _resolve_path(config, record_text, record_source),
-        cassette=(
-            None if cassette_text is None else _resolve_path(config, cassette_text, cassette_source)
-        ),
-        ignored=tuple(
-            f"{source}={text}"
-            for text, source in ((rate_text, rate_source), (kinds_text, kinds_source))
-            if replay_text is not None and text is not None
-        ),
-    )
-
-
-def _raw_value(config: pytest.Config, name: str) -> tuple[str | None, str]:
-    """The option's text (command line first, then ini) and how to name it in an error."""
-    dest = f"mesa_llm_{name}"
-    value = config.getoption(dest)
-    if value is not None:
-        return str(value), f"--mesa-llm-{name.replace('_', '-')}"
-    ini_value = str(config.getini(dest)).strip()
-    return (ini_value or None), f"ini option {dest}"
-
-
-def _resolve_path(config: pytest.Config, text: str, source: str) -> Path:
-    # Command-line paths are relative to where pytest runs; ini paths to the ini file.
-    base = config.invocation_params.dir
-    if source.startswith("ini") and config.inipath is not None:
-        base = config.inipath.parent
-    return base / text
-
-
-def _parse_rate(text: str, source: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = float("nan")
-    if not 0.0 <= rate <= 1.0:  # also rejects nan
-        raise pytest.UsageError(
-            f"{_LIBRARY}: {source}={text!r} is not a fault rate; "
-            "use a number from 0 to 1, e.g. --mesa-llm-faults=0.1"
-        )
-    return rate
-
-
-def _parse_kinds(text: str, source: str) -> tuple[FaultKind, ...] | None:
-    """The chosen kinds, or None for the default kinds."""
-    try:
-        kinds = FaultKind.parse_many(text)
-    except ValueError:
-        raise pytest.UsageError(
-            f"mesa_llm_testing: {source}={text!r} is not a list of fault kinds; "
-            f"use a comma-separated subset of: {_join_kinds(FaultKind, ', ')}"
-        ) from None
-    return None if kinds == DEFAULT_KINDS else kinds
-
-
-def _resolve_seed(config: pytest.Config, *, default: int | None) -> int:
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and _WORKER_SEED in workerinput:
-        return int(workerinput[_WORKER_SEED])
-    text, source = _raw_value(config, "seed")
-    cache = getattr(config, "cache", None)
-    seed: int | None = None
-    if text == "last":
-        if cache is None:
-            raise pytest.UsageError(
-                f"{_LIBRARY}: {source}=last needs pytest's cache; "
-                "drop -p no:cacheprovider or pass an integer seed"
-            )
-        seed = cache.get(_CACHE_KEY, None)
-    elif text is not None:
-        try:
-            seed = int(text)
-        except ValueError:
-            seed = -1
-        if seed < 0:
-            raise pytest.UsageError(
-                f"{_LIBRARY}: {source}={text!r} is not a seed; "
-                "use a non-negative integer or 'last' (the previous session's seed)"
-            )
-    if seed is None:
-        seed = default if default is not None else secrets.randbits(32)
-    if cache is not None:
-        cache.set(_CACHE_KEY, seed)
-    return seed
-
-
 def fault_id(item: pytest.Item) -> str:
     """The test id faults are keyed on: the node id without its ``stepping_mode`` parameter.
 
@@ -505,36 +329,7 @@ def fault_id(item: pytest.Item) -> str:
     return base + (f"[{'-'.join(parts)}]" if parts else "")
 
 
-def _load_trace(path: Path, source: str) -> tuple[dict[str, list[InjectedFault]], int]:
-    """The faults of a --mesa-llm-trace file by test id, and its seed; UsageError otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        faults = [InjectedFault.from_dict(record) for record in data["faults"]]
-        seed = int(data["seed"])
-    except FileNotFoundError:
-        raise pytest.UsageError(
-            f"{_LIBRARY}: {source}: no such file; pass a file written by --mesa-llm-trace"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise pytest.UsageError(
-            f"{_LIBRARY}: {source}: not a --mesa-llm-trace file ({type(exc).__name__}: {exc})"
-        ) from None
-    by_test: dict[str, list[InjectedFault]] = {}
-    for fault in faults:
-        by_test.setdefault(fault.test_id, []).append(fault)
-    return by_test, seed
-
-
 # -- formatting -----------------------------------------------------------------------------
-
-
-def _format_rate(rate: float) -> str:
-    text = repr(rate)  # shortest text that round-trips, so the repro rate is exact
-    return text.removesuffix(".0")
-
-
-def _join_kinds(kinds: Iterable[FaultKind], separator: str = ",") -> str:
-    return separator.join(kind.value for kind in kinds)
 
 
 def _shell_quote(text: str) -> str:

@@ -82,6 +82,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing",  # the package's public face re-exports from every layer below
         "mesa_llm_testing.plugin",
         "mesa_llm_testing._pytest_support",
+        "mesa_llm_testing._pytest_settings",
         "mesa_llm_testing.cli",
         "mesa_llm_testing._cli_parser",
         "mesa_llm_testing._cli_args",
