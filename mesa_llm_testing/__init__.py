@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from mesa_llm_testing._calls import FakeCall, FakeRequest
     from mesa_llm_testing._cassettes import CassetteMismatchError, record_to
     from mesa_llm_testing._discovery import resolve_scenario
-    from mesa_llm_testing._fake import SideEffectExhaustedError
     from mesa_llm_testing._fakellm import FakeLLM
     from mesa_llm_testing._faults import (
         DEFAULT_KINDS,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from mesa_llm_testing._limits import LimitedCall, ProviderLimits
     from mesa_llm_testing._responses import FakeReply
     from mesa_llm_testing._runner import ScenarioRun, run_scenario
+    from mesa_llm_testing._side_effects import SideEffectExhaustedError
     from mesa_llm_testing._sweep import sweep
     from mesa_llm_testing._sweep_rows import RunResult, SweepResult, SweepRow
     from mesa_llm_testing._trace import CallTrace, RunTrace, StepTrace
@@ -43,7 +43,7 @@ _LAZY: dict[str, str] = {
     "FakeLLM": "mesa_llm_testing._fakellm",
     "FakeReply": "mesa_llm_testing._responses",
     "FakeRequest": "mesa_llm_testing._calls",
-    "SideEffectExhaustedError": "mesa_llm_testing._fake",
+    "SideEffectExhaustedError": "mesa_llm_testing._side_effects",
     "FaultKind": "mesa_llm_testing._faults",
     "FaultPlan": "mesa_llm_testing._faults",
     "InjectedFault": "mesa_llm_testing._faults",

@@ -1,5 +1,8 @@
 """The fake LLM's core: what a call answers (a fault, ``side_effect``, ``return_value``, a reply).
 
+``side_effect`` and the reply specs it and ``return_value`` accept are read by
+:mod:`mesa_llm_testing._side_effects`.
+
 :class:`FakeCore` knows no way in. The transports import it and feed it requests:
 the litellm custom provider (``_provider``) and the OpenAI-compatible HTTP server
 (``_http``, ``_server``). The public ``FakeLLM`` (``_fakellm``) is this core with
@@ -9,10 +12,8 @@ neither litellm nor the HTTP server.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from unittest.mock import DEFAULT
 
@@ -36,6 +37,12 @@ from mesa_llm_testing._responses import (
     generate_reply,
     malformed_reply,
 )
+from mesa_llm_testing._side_effects import (
+    coerce,
+    marked,
+    scripted,
+    side_effect_items,
+)
 
 if TYPE_CHECKING:
     from mesa import Agent
@@ -45,10 +52,8 @@ __all__ = [
     "BODY_ERROR_KINDS",
     "DEFAULT",
     "ERROR_KINDS",
-    "PASSTHROUGH_MARK",
     "FakeCore",
     "ReplySource",
-    "SideEffectExhaustedError",
 ]
 
 #: Fault kinds that end a call in an error at the provider layer instead of a (bad) 200
@@ -61,8 +66,6 @@ ERROR_KINDS: Final = frozenset(FaultKind) - {
 }
 #: Error kinds the HTTP layer answers with (the start of) a 200 body.
 BODY_ERROR_KINDS: Final = frozenset({FaultKind.MISSING_FIELDS, FaultKind.CONNECTION_RESET})
-#: Attribute set on exceptions the fake raised on purpose, so litellm's wrapping can be undone.
-PASSTHROUGH_MARK: Final = "_mesa_fake_raised"
 
 
 #: Base URLs of the ``FakeLLM.http()`` endpoints now serving. Calls aimed at one of them
@@ -78,51 +81,6 @@ class ReplySource(Protocol):
         ...
 
 
-class SideEffectExhaustedError(RuntimeError):
-    """``FakeLLM.side_effect`` was an iterable and every item has been used."""
-
-
-class _ItemIterator:
-    """A thread-safe iterator over a ``side_effect`` iterable, counting what it gave."""
-
-    __slots__ = ("_it", "_lock", "used")
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._it = iter(items)
-        self._lock = threading.Lock()
-        self.used = 0
-
-    def next(self, request: FakeRequest) -> Any:
-        with self._lock:
-            try:
-                item = next(self._it)
-            except StopIteration:
-                raise _marked(
-                    SideEffectExhaustedError(
-                        f"mesa_llm_testing: FakeLLM.side_effect is exhausted: it gave {self.used} "
-                        f"replies and call #{self.used + 1} (agent {request.agent}, "
-                        f"step {request.step}, "
-                        f"call {request.call}) asked for another; give more items, or set "
-                        f"return_value and side_effect=None"
-                    )
-                ) from None
-            self.used += 1
-        return item
-
-
-def _is_exception(value: Any) -> bool:
-    return isinstance(value, BaseException) or (
-        isinstance(value, type) and issubclass(value, BaseException)
-    )
-
-
-def _is_reply_spec(value: Any) -> bool:
-    return (
-        isinstance(value, str | bytes | Mapping | FakeReply)
-        or callable(getattr(value, "model_dump", None))  # ModelResponse / pydantic models
-    )
-
-
 _current_agent_getter: Callable[[], Any] | None = None
 
 
@@ -133,27 +91,6 @@ def _current_agent() -> Any:
 
         _current_agent_getter = current_agent
     return _current_agent_getter()
-
-
-def _coerce(spec: Any, where: str) -> FakeReply:
-    """Turn a reply spec (text, JSON value, ModelResponse, pydantic model) into a reply."""
-    import json
-
-    if isinstance(spec, FakeReply):
-        return spec
-    if isinstance(spec, str):
-        return FakeReply(spec)
-    if isinstance(spec, dict | list):
-        return FakeReply(json.dumps(spec))
-    if hasattr(spec, "choices") and callable(getattr(spec, "model_dump", None)):
-        return FakeReply.from_model_response(spec)
-    if callable(getattr(spec, "model_dump_json", None)):
-        return FakeReply(spec.model_dump_json())
-    raise TypeError(
-        f"mesa_llm_testing: {where} must be str (text), dict or list (JSON content), a "
-        f"litellm ModelResponse, a pydantic model, or FakeLLM.text/tool_call/json_reply(...); "
-        f"got {type(spec).__name__}"
-    )
 
 
 class FakeCore:
@@ -244,17 +181,7 @@ class FakeCore:
 
     @side_effect.setter
     def side_effect(self, value: Any) -> None:
-        self._side_items: _ItemIterator | None = None
-        if value is None or _is_exception(value) or callable(value):
-            self._side_effect = value
-            return
-        if _is_reply_spec(value) or not isinstance(value, Iterable):
-            raise TypeError(
-                "mesa_llm_testing: FakeLLM.side_effect must be an exception (class or instance), "
-                "a callable taking the request, or an iterable of replies/exceptions; "
-                f"got {type(value).__name__} (for one fixed reply use return_value=...)"
-            )
-        self._side_items = _ItemIterator(value)
+        self._side_items = side_effect_items(value)  # TypeError for a bad one
         self._side_effect = value
 
     @property
@@ -311,7 +238,7 @@ class FakeCore:
     @staticmethod
     def json_reply(obj: Any) -> FakeReply:
         """A reply whose content is ``obj`` as JSON (a dict, list, or pydantic model)."""
-        return _coerce(obj, "json_reply(obj)")
+        return coerce(obj, "json_reply(obj)")
 
     # ------------------------------------------------------------------ the core (every layer)
 
@@ -445,27 +372,13 @@ class FakeCore:
         elif (spec := self._scripted(request)) is DEFAULT or spec is None:
             reply = generate_reply(request.shape, rng).with_ids(rng)
         else:
-            reply = _coerce(spec, "FakeLLM reply").with_ids(rng)
+            reply = coerce(spec, "FakeLLM reply").with_ids(rng)
         if fault is not None and fault is FaultKind.TRUNCATED:
             return truncated_reply(reply)
         return reply
 
     def _scripted(self, request: FakeRequest) -> Any:
-        effect = self._side_effect
-        if effect is not None:
-            if self._side_items is not None:
-                item = self._side_items.next(request)
-                if _is_exception(item):
-                    raise _marked(item)
-                if item is not DEFAULT:
-                    return item
-            elif _is_exception(effect):
-                raise _marked(effect)
-            else:
-                result = effect(request)
-                if result is not DEFAULT:
-                    return result
-        return self.return_value
+        return scripted(self._side_effect, self._side_items, request, self.return_value)
 
     def answer(self, request: FakeRequest) -> FakeReply:
         """Answer ``request`` at the direct/provider layer: raise a litellm error or reply."""
@@ -479,7 +392,7 @@ class FakeCore:
         except Exception as exc:
             # Raised on purpose (side_effect) or by a bad reply spec: surface it unchanged,
             # not as the APIConnectionError litellm would wrap it in.
-            _marked(exc)
+            marked(exc)
             self.record(request, None, exc, fault, None)
             raise
         self.record(request, reply, None, fault, 200)
@@ -512,11 +425,3 @@ class FakeCore:
     def record_sleep(self, seconds: float) -> None:
         """The retry sleep installed by :meth:`activate`: record the delay, do not wait."""
         self.retry_sleeps.append(float(seconds))
-
-
-def _marked(effect: BaseException | type[BaseException]) -> BaseException:
-    exc = effect() if isinstance(effect, type) else effect
-    # Exceptions with __slots__ cannot be marked; litellm may then wrap them.
-    with contextlib.suppress(AttributeError):
-        setattr(exc, PASSTHROUGH_MARK, True)
-    return exc

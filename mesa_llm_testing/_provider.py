@@ -34,12 +34,13 @@ from mesa_llm._identity import identity_headers
 from mesa_llm._litellm import import_litellm
 from mesa_llm_testing import _fastpath
 from mesa_llm_testing._calls import FakeRequest
-from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, PASSTHROUGH_MARK, FakeCore
+from mesa_llm_testing._fake import ACTIVE_HTTP_BASES, FakeCore
 from mesa_llm_testing._provider_errors import fault_exception, limit_exception
 from mesa_llm_testing._responses import (
     FakeReply,
     FakeToolCall,
 )
+from mesa_llm_testing._side_effects import PASSTHROUGH_MARK
 
 if TYPE_CHECKING:
     from litellm.types.utils import GenericStreamingChunk

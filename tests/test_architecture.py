@@ -46,6 +46,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "mesa_llm_testing._model_responses",
         "mesa_llm_testing._calls",
         "mesa_llm_testing._fake",
+        "mesa_llm_testing._side_effects",
         "mesa_llm_testing._plans",
         "mesa_llm_testing._identity",
     ),
