@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
+from mesa_llm.parallel_stepping._all_done import Countdown
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
 from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
 from mesa_llm.parallel_stepping._options import (
@@ -172,29 +173,24 @@ class _LoopHold:
 
     Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
     in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
-    :meth:`start` makes the first ``send`` without a generator, so an agent that
-    never suspends costs one call; ``await hold`` drives the rest.
+    Without a timeout, :func:`_run_one_async` makes the first ``send`` itself and
+    makes a hold only for an agent that suspended (``out``: what it yielded,
+    ``longest``: how long that first ``send`` took); ``await hold`` drives the rest.
     """
 
     __slots__ = ("coro", "longest", "out", "started")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        started: bool = False,
+        out: Any = None,
+        longest: float = 0.0,
+    ) -> None:
         self.coro = coro
-        self.longest = 0.0
-        self.out: Any = None
-        self.started = False
-
-    def start(self) -> tuple[bool, Any]:
-        """The first ``send``: ``(True, value)`` if the coroutine returned without suspending."""
-        self.started = True
-        t0 = time.perf_counter()
-        try:
-            self.out = self.coro.send(None)
-        except StopIteration as stop:
-            return True, stop.value
-        finally:
-            self.longest = time.perf_counter() - t0
-        return False, None
+        self.started = started
+        self.out = out  # what the first send yielded (None after ``asyncio.sleep(0)``)
+        self.longest = longest
 
     def __await__(self) -> Any:
         coro, clock = self.coro, time.perf_counter
@@ -233,10 +229,11 @@ async def _run_one_async(
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
     _current_agent.set(agent)  # this task's own context copy
-    new_tally()  # this agent's step counts its own tokens
+    usage = new_tally()  # this agent's step counts its own tokens
     if sem is not None:
         await sem.acquire()
-    start = time.perf_counter()
+    clock = time.perf_counter
+    start = clock()
     hold: _LoopHold | None = None
     try:
         fn, kind = _resolve(agent, run.method)
@@ -245,12 +242,20 @@ async def _run_one_async(
             if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
                 value = await _with_timeout(aw, agent, run.method, s.timeout)
             elif s.timeout is None:
-                # No deadline to start before the first send: make it here, and await
-                # only an agent that suspended.
-                hold = _LoopHold(aw)
-                done, value = hold.start()
-                if not done:
-                    value = await hold
+                # No deadline to start before the first send: make it here, and hold
+                # and await only an agent that suspended. Most agents of a large step
+                # end here: one outcome, no other object.
+                t0 = clock()
+                try:
+                    out = aw.send(None)
+                except StopIteration as stop:
+                    end = clock()
+                    return _succeeded(agent, stop.value, end - start, end - t0, usage)
+                except BaseException:
+                    hold = _LoopHold(aw, True, None, clock() - t0)  # for its ``longest``
+                    raise
+                hold = _LoopHold(aw, True, out, clock() - t0)
+                value = await hold
             else:
                 value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
         else:
@@ -260,7 +265,7 @@ async def _run_one_async(
                 if not _is_abort(exc):
                     return _failed_async(run, agent, exc, start)
                 return _aborted_async(run, agent, exc, start)
-        outcome = _succeeded(agent, value, _since(start))
+        outcome = _succeeded(agent, value, _since(start), usage=usage)
     except Exception as exc:
         outcome = _failed_async(run, agent, exc, start)
     except asyncio.CancelledError as exc:
@@ -337,15 +342,19 @@ async def _step_async(
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[AgentOutcome]] = []
     run.tasks = tasks
+    countdown = Countdown()
     if _eager_task is None:
-        tasks.extend(loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents)
+        tasks.extend(
+            loop.create_task(countdown.wrap(_run_one_async(run, a, args, kwargs, s, sem)))
+            for a in agents
+        )
     else:
         # Python 3.12+: each agent runs up to its first await as its task is created, in
         # the given order (the start order of a lazy start). Once one has aborted the step
         # or failed it in raise mode, the rest are created cancelled, never started, as a
         # lazy start cancels them before their first step.
         for a in agents:
-            coro = _run_one_async(run, a, args, kwargs, s, sem)
+            coro = countdown.wrap(_run_one_async(run, a, args, kwargs, s, sem))
             if run.error is None and run.abort is None:
                 tasks.append(_eager_task(loop, coro))
             else:
@@ -354,16 +363,10 @@ async def _step_async(
                 tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
-    # With return_exceptions=True, gather() finishes only when every agent has: also
-    # after a failure cancels the rest, and when the caller is cancelled (it cancels
-    # the agents and still waits for them). Without it, it would return as soon as
-    # one task ended cancelled, leaving the others running.
-    cancelled: asyncio.CancelledError | None = None
-    results: list[Any] = []
-    try:
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    except asyncio.CancelledError as exc:  # the caller is being cancelled
-        cancelled = exc
+    # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
+    # does: also after a failure cancels the rest, and when the caller is cancelled (it
+    # cancels the agents, still waits for them, and hands back the CancelledError).
+    results, cancelled = await countdown.wait(tasks)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:

@@ -147,8 +147,13 @@ def _since(start: float) -> float:
     return time.perf_counter() - start
 
 
-def _succeeded(agent: Any, value: Any, elapsed: float) -> AgentOutcome:
-    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed, usage=tally())
+def _succeeded(
+    agent: Any, value: Any, elapsed: float, blocked: float = 0.0, usage: TokenUsage | None = None
+) -> AgentOutcome:
+    """The outcome of an agent whose method returned ``value`` (``usage``: this context's tally)."""
+    if usage is None:
+        usage = tally()
+    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed, blocked, usage)
 
 
 def _failed(agent: Any, exc: BaseException, elapsed: float) -> AgentOutcome:
