@@ -53,11 +53,12 @@ _COROUTINE: Final = types.CoroutineType
 
 
 class _AsyncRun:
-    """Shared state of one asyncio-mode step: what aborted it, and the tasks to cancel."""
+    """One asyncio-mode step's shared state: what aborted it, its tasks, their countdown."""
 
-    __slots__ = ("abort", "error", "error_agent", "method", "on_error", "tasks")
+    __slots__ = ("abort", "countdown", "error", "error_agent", "method", "on_error", "tasks")
 
     def __init__(self, method: str, on_error: str) -> None:
+        self.countdown = Countdown()
         self.method = method
         self.on_error = on_error
         self.tasks: list[asyncio.Task[AgentOutcome]] | None = None
@@ -228,60 +229,67 @@ async def _run_one_async(
     s: _Settings,
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
-    _current_agent.set(agent)  # this task's own context copy
-    usage = new_tally()  # this agent's step counts its own tokens
-    if sem is not None:
-        await sem.acquire()
-    clock = time.perf_counter
-    start = clock()
-    hold: _LoopHold | None = None
+    countdown = run.countdown
+    countdown.started += 1
     try:
-        fn, kind = _resolve(agent, run.method)
-        if kind == _ASYNC:
-            aw = fn(*args, **kwargs)
-            if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
-                value = await _with_timeout(aw, agent, run.method, s.timeout)
-            elif s.timeout is None:
-                # No deadline to start before the first send: make it here, and hold
-                # and await only an agent that suspended. Most agents of a large step
-                # end here: one outcome, no other object.
-                t0 = clock()
-                try:
-                    out = aw.send(None)
-                except StopIteration as stop:
-                    end = clock()
-                    return _succeeded(agent, stop.value, end - start, end - t0, usage)
-                except BaseException:
-                    hold = _LoopHold(aw, True, None, clock() - t0)  # for its ``longest``
-                    raise
-                hold = _LoopHold(aw, True, out, clock() - t0)
-                value = await hold
-            else:
-                value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
-        else:
-            value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
-            if type(value) is _Raised:
-                exc = value.exc
-                if not _is_abort(exc):
-                    return _failed_async(run, agent, exc, start)
-                return _aborted_async(run, agent, exc, start)
-        outcome = _succeeded(agent, value, _since(start), usage=usage)
-    except Exception as exc:
-        outcome = _failed_async(run, agent, exc, start)
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        # The agent's own code raised CancelledError without this step being cancelled.
-        outcome = _failed_async(run, agent, exc, start)
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
-        outcome = _aborted_async(run, agent, exc, start)
-    finally:
+        _current_agent.set(agent)  # this task's own context copy
+        usage = new_tally()  # this agent's step counts its own tokens
         if sem is not None:
-            sem.release()
-    if hold is not None:
-        outcome.blocked = hold.longest
-    return outcome
+            await sem.acquire()
+        clock = time.perf_counter
+        start = clock()
+        hold: _LoopHold | None = None
+        try:
+            fn, kind = _resolve(agent, run.method)
+            if kind == _ASYNC:
+                aw = fn(*args, **kwargs)
+                if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
+                    value = await _with_timeout(aw, agent, run.method, s.timeout)
+                elif s.timeout is None:
+                    # No deadline to start before the first send: make it here, and hold
+                    # and await only an agent that suspended. Most agents of a large step
+                    # end here: one outcome, no other object.
+                    t0 = clock()
+                    try:
+                        out = aw.send(None)
+                    except StopIteration as stop:
+                        end = clock()
+                        return _succeeded(agent, stop.value, end - start, end - t0, usage)
+                    except BaseException:
+                        hold = _LoopHold(aw, True, None, clock() - t0)  # for its ``longest``
+                        raise
+                    hold = _LoopHold(aw, True, out, clock() - t0)
+                    value = await hold
+                else:
+                    value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
+            else:
+                value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
+                if type(value) is _Raised:
+                    exc = value.exc
+                    if not _is_abort(exc):
+                        return _failed_async(run, agent, exc, start)
+                    return _aborted_async(run, agent, exc, start)
+            outcome = _succeeded(agent, value, _since(start), usage=usage)
+        except Exception as exc:
+            outcome = _failed_async(run, agent, exc, start)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            # The agent's own code raised CancelledError without this step being cancelled.
+            outcome = _failed_async(run, agent, exc, start)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
+            outcome = _aborted_async(run, agent, exc, start)
+        finally:
+            if sem is not None:
+                sem.release()
+        if hold is not None:
+            outcome.blocked = hold.longest
+        return outcome
+    finally:
+        countdown.finished += 1
+        if countdown.waiter is not None:  # the step is waiting for the last agents
+            countdown.wake_if_done()
 
 
 def _aborted_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
@@ -342,19 +350,15 @@ async def _step_async(
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[AgentOutcome]] = []
     run.tasks = tasks
-    countdown = Countdown()
     if _eager_task is None:
-        tasks.extend(
-            loop.create_task(countdown.wrap(_run_one_async(run, a, args, kwargs, s, sem)))
-            for a in agents
-        )
+        tasks.extend(loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents)
     else:
         # Python 3.12+: each agent runs up to its first await as its task is created, in
         # the given order (the start order of a lazy start). Once one has aborted the step
         # or failed it in raise mode, the rest are created cancelled, never started, as a
         # lazy start cancels them before their first step.
         for a in agents:
-            coro = countdown.wrap(_run_one_async(run, a, args, kwargs, s, sem))
+            coro = _run_one_async(run, a, args, kwargs, s, sem)
             if run.error is None and run.abort is None:
                 tasks.append(_eager_task(loop, coro))
             else:
@@ -366,7 +370,7 @@ async def _step_async(
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
     # does: also after a failure cancels the rest, and when the caller is cancelled (it
     # cancels the agents, still waits for them, and hands back the CancelledError).
-    results, cancelled = await countdown.wait(tasks)
+    results, cancelled = await run.countdown.wait(tasks)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:
