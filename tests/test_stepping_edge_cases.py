@@ -435,6 +435,27 @@ async def test_a_caller_cancelled_twice_still_waits_for_every_agent_to_end() -> 
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
 
+async def test_a_task_factory_that_delays_first_steps_still_gets_every_outcome() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def later(coro: Any) -> Any:
+        await asyncio.sleep(0.01)  # the agent's coroutine starts a while after its task
+        return await coro
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        return asyncio.Task(later(coro), loop=loop, **kwargs)
+
+    m = Model(seed=1)
+    agents = [AsyncCounter(m) for _ in range(4)]
+    loop.set_task_factory(factory)
+    try:
+        report = await step_agents_parallel(agents)
+    finally:
+        loop.set_task_factory(None)
+    assert report.ok and [o.agent for o in report] == agents
+    assert [a.count for a in agents] == [1, 1, 1, 1]
+
+
 async def test_an_agent_that_blocks_then_raises_without_awaiting_reports_the_block() -> None:
     m = Model(seed=1)
 

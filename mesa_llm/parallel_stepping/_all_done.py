@@ -55,6 +55,9 @@ class Countdown:
             if self.finished != self.started:
                 self.waiter = asyncio.get_running_loop().create_future()
                 await self.waiter
+            rest = [task for task in tasks if not task.done()]
+            if rest:  # a loop's task factory that delays first steps: wait the ordinary way
+                await asyncio.wait(rest)
         except asyncio.CancelledError as exc:  # the caller is being cancelled
             cancelled = exc
             await _cancel_and_wait(tasks)
