@@ -17,6 +17,12 @@ from typing import Any
 __all__ = ["TokenUsage", "new_tally", "record_usage", "tally"]
 
 
+# One lock for every tally, not one each: a step makes a tally per agent, and a lock per
+# tally is one more object per agent for the garbage collector to walk. Adding is a few
+# integer additions, so the tallies never wait long for one another.
+_add_lock = threading.Lock()
+
+
 @dataclass
 class TokenUsage:
     """Prompt and completion tokens of some LLM replies, in total and per model asked for."""
@@ -26,7 +32,6 @@ class TokenUsage:
     calls: int = 0
     #: model string the code asked for -> [prompt_tokens, completion_tokens, calls]
     by_model: dict[str, list[int]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def total_tokens(self) -> int:
@@ -35,7 +40,7 @@ class TokenUsage:
 
     def add(self, model: str, prompt_tokens: int, completion_tokens: int, calls: int = 1) -> None:
         """Count one reply (thread-safe)."""
-        with self._lock:
+        with _add_lock:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
             self.calls += calls

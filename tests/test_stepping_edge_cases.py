@@ -362,3 +362,128 @@ def test_last_step_report_is_set_by_every_step_and_cleared_on_disable(mode: str)
     assert model.last_step_report is not first
     disable_automatic_parallel_stepping()
     assert model.last_step_report is None
+
+
+# --------------------------------------------------------------------------- issue 13: bookkeeping
+# The asyncio engine counts its agents' coroutines instead of gathering their tasks; these
+# are the ways a task can end that the count must still see.
+
+
+async def test_agent_tasks_cancelled_by_outside_code_before_they_start_are_reported() -> None:
+    """A shutdown helper cancelling every other task must not leave the step waiting forever."""
+    m = Model(seed=1)
+    spared: set[asyncio.Task[Any] | None] = {asyncio.current_task()}
+    cancelled_by_helper: list[asyncio.Task[Any]] = []
+
+    class Canceller(Agent):
+        async def astep(self) -> str:  # cancels before its first await: the others wait to start
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task() and task not in spared:
+                    task.cancel()
+                    cancelled_by_helper.append(task)
+            return "done"
+
+    others = [AsyncCounter(m) for _ in range(5)]
+    step = asyncio.create_task(step_agents_parallel([Canceller(m), *others]))
+    spared.add(step)
+    done, _ = await asyncio.wait({step}, timeout=10)
+    assert done, "the step is still waiting for agents that will never run"
+    report = step.result()
+    # Python 3.12+ starts each agent as its task is created (eager tasks): the others'
+    # tasks do not exist yet when the first agent runs, so there is nothing to cancel.
+    assert len(cancelled_by_helper) == (0 if hasattr(asyncio, "eager_task_factory") else 5)
+    assert report.outcomes[0].status == "ok" and report.outcomes[0].value == "done"
+    cancelled = [o for o in report.outcomes[1:] if o.status == "cancelled"]
+    assert len(cancelled) == len(cancelled_by_helper)
+    assert all(
+        isinstance(o.exception, asyncio.CancelledError) and o.usage is None for o in cancelled
+    )
+    assert sum(a.count for a in others) == 5 - len(cancelled)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_caller_cancelled_twice_still_waits_for_every_agent_to_end() -> None:
+    """Each cancellation of the caller is passed on to the agents (as gather does), and the
+    step returns only once every agent has ended: nothing outlives it."""
+    m = Model(seed=1)
+    ended: list[int] = []
+    interrupted: list[int] = []
+
+    class SlowCleanup(Agent):
+        async def astep(self) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                try:
+                    await asyncio.sleep(0.05)  # cleanup, still running at the second cancel
+                except asyncio.CancelledError:
+                    interrupted.append(self.unique_id)
+                    raise
+                finally:
+                    ended.append(self.unique_id)
+
+    agents = [SlowCleanup(m) for _ in range(3)]
+    task = asyncio.create_task(step_agents_parallel(agents))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert not task.done() and not ended  # the first cancellation waits for the cleanups
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(ended) == sorted(interrupted) == sorted(a.unique_id for a in agents)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_task_factory_that_delays_first_steps_still_gets_every_outcome() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def later(coro: Any) -> Any:
+        await asyncio.sleep(0.01)  # the agent's coroutine starts a while after its task
+        return await coro
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        return asyncio.Task(later(coro), loop=loop, **kwargs)
+
+    m = Model(seed=1)
+    agents = [AsyncCounter(m) for _ in range(4)]
+    loop.set_task_factory(factory)
+    try:
+        report = await step_agents_parallel(agents)
+    finally:
+        loop.set_task_factory(None)
+    assert report.ok and [o.agent for o in report] == agents
+    assert [a.count for a in agents] == [1, 1, 1, 1]
+
+
+async def test_an_agent_that_blocks_then_raises_without_awaiting_reports_the_block() -> None:
+    m = Model(seed=1)
+
+    class BlockThenFail(Agent):
+        async def astep(self) -> None:
+            time.sleep(0.05)  # holds the loop in the first (and only) send
+            raise RuntimeError("boom")
+
+    (outcome,) = (await step_agents_parallel([BlockThenFail(m)])).outcomes
+    assert outcome.status == "error" and isinstance(outcome.exception, RuntimeError)
+    assert outcome.blocked >= 0.05 and outcome.elapsed >= outcome.blocked
+
+
+def test_token_usage_adds_from_many_threads_are_exact() -> None:
+    from mesa_llm.parallel_stepping import TokenUsage
+
+    shared, own = TokenUsage(), [TokenUsage() for _ in range(8)]
+
+    def add(i: int) -> None:
+        for _ in range(2000):
+            shared.add("m", 2, 1)
+            own[i].add("m", 1, 1)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (shared.prompt_tokens, shared.completion_tokens, shared.calls) == (32000, 16000, 16000)
+    assert shared.by_model == {"m": [32000, 16000, 16000]}
+    assert all(u.to_dict()["by_model"] == {"m": [2000, 2000, 2000]} for u in own)

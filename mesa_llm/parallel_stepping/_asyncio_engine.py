@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
+from mesa_llm.parallel_stepping._all_done import Countdown
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
 from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
 from mesa_llm.parallel_stepping._options import (
@@ -52,11 +53,12 @@ _COROUTINE: Final = types.CoroutineType
 
 
 class _AsyncRun:
-    """Shared state of one asyncio-mode step: what aborted it, and the tasks to cancel."""
+    """One asyncio-mode step's shared state: what aborted it, its tasks, their countdown."""
 
-    __slots__ = ("abort", "error", "error_agent", "method", "on_error", "tasks")
+    __slots__ = ("abort", "countdown", "error", "error_agent", "method", "on_error", "tasks")
 
     def __init__(self, method: str, on_error: str) -> None:
+        self.countdown = Countdown()
         self.method = method
         self.on_error = on_error
         self.tasks: list[asyncio.Task[AgentOutcome]] | None = None
@@ -172,29 +174,24 @@ class _LoopHold:
 
     Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
     in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
-    :meth:`start` makes the first ``send`` without a generator, so an agent that
-    never suspends costs one call; ``await hold`` drives the rest.
+    Without a timeout, :func:`_run_one_async` makes the first ``send`` itself and
+    makes a hold only for an agent that suspended (``out``: what it yielded,
+    ``longest``: how long that first ``send`` took); ``await hold`` drives the rest.
     """
 
     __slots__ = ("coro", "longest", "out", "started")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        started: bool = False,
+        out: Any = None,
+        longest: float = 0.0,
+    ) -> None:
         self.coro = coro
-        self.longest = 0.0
-        self.out: Any = None
-        self.started = False
-
-    def start(self) -> tuple[bool, Any]:
-        """The first ``send``: ``(True, value)`` if the coroutine returned without suspending."""
-        self.started = True
-        t0 = time.perf_counter()
-        try:
-            self.out = self.coro.send(None)
-        except StopIteration as stop:
-            return True, stop.value
-        finally:
-            self.longest = time.perf_counter() - t0
-        return False, None
+        self.started = started
+        self.out = out  # what the first send yielded (None after ``asyncio.sleep(0)``)
+        self.longest = longest
 
     def __await__(self) -> Any:
         coro, clock = self.coro, time.perf_counter
@@ -232,51 +229,67 @@ async def _run_one_async(
     s: _Settings,
     sem: asyncio.Semaphore | None,
 ) -> AgentOutcome:
-    _current_agent.set(agent)  # this task's own context copy
-    new_tally()  # this agent's step counts its own tokens
-    if sem is not None:
-        await sem.acquire()
-    start = time.perf_counter()
-    hold: _LoopHold | None = None
+    countdown = run.countdown
+    countdown.started += 1
     try:
-        fn, kind = _resolve(agent, run.method)
-        if kind == _ASYNC:
-            aw = fn(*args, **kwargs)
-            if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
-                value = await _with_timeout(aw, agent, run.method, s.timeout)
-            elif s.timeout is None:
-                # No deadline to start before the first send: make it here, and await
-                # only an agent that suspended.
-                hold = _LoopHold(aw)
-                done, value = hold.start()
-                if not done:
-                    value = await hold
-            else:
-                value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
-        else:
-            value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
-            if type(value) is _Raised:
-                exc = value.exc
-                if not _is_abort(exc):
-                    return _failed_async(run, agent, exc, start)
-                return _aborted_async(run, agent, exc, start)
-        outcome = _succeeded(agent, value, _since(start))
-    except Exception as exc:
-        outcome = _failed_async(run, agent, exc, start)
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        # The agent's own code raised CancelledError without this step being cancelled.
-        outcome = _failed_async(run, agent, exc, start)
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
-        outcome = _aborted_async(run, agent, exc, start)
-    finally:
+        _current_agent.set(agent)  # this task's own context copy
+        usage = new_tally()  # this agent's step counts its own tokens
         if sem is not None:
-            sem.release()
-    if hold is not None:
-        outcome.blocked = hold.longest
-    return outcome
+            await sem.acquire()
+        clock = time.perf_counter
+        start = clock()
+        hold: _LoopHold | None = None
+        try:
+            fn, kind = _resolve(agent, run.method)
+            if kind == _ASYNC:
+                aw = fn(*args, **kwargs)
+                if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
+                    value = await _with_timeout(aw, agent, run.method, s.timeout)
+                elif s.timeout is None:
+                    # No deadline to start before the first send: make it here, and hold
+                    # and await only an agent that suspended. Most agents of a large step
+                    # end here: one outcome, no other object.
+                    t0 = clock()
+                    try:
+                        out = aw.send(None)
+                    except StopIteration as stop:
+                        end = clock()
+                        return _succeeded(agent, stop.value, end - start, end - t0, usage)
+                    except BaseException:
+                        hold = _LoopHold(aw, True, None, clock() - t0)  # for its ``longest``
+                        raise
+                    hold = _LoopHold(aw, True, out, clock() - t0)
+                    value = await hold
+                else:
+                    value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
+            else:
+                value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
+                if type(value) is _Raised:
+                    exc = value.exc
+                    if not _is_abort(exc):
+                        return _failed_async(run, agent, exc, start)
+                    return _aborted_async(run, agent, exc, start)
+            outcome = _succeeded(agent, value, _since(start), usage=usage)
+        except Exception as exc:
+            outcome = _failed_async(run, agent, exc, start)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            # The agent's own code raised CancelledError without this step being cancelled.
+            outcome = _failed_async(run, agent, exc, start)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
+            outcome = _aborted_async(run, agent, exc, start)
+        finally:
+            if sem is not None:
+                sem.release()
+        if hold is not None:
+            outcome.blocked = hold.longest
+        return outcome
+    finally:
+        countdown.finished += 1
+        if countdown.waiter is not None:  # the step is waiting for the last agents
+            countdown.wake_if_done()
 
 
 def _aborted_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
@@ -354,16 +367,10 @@ async def _step_async(
                 tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
-    # With return_exceptions=True, gather() finishes only when every agent has: also
-    # after a failure cancels the rest, and when the caller is cancelled (it cancels
-    # the agents and still waits for them). Without it, it would return as soon as
-    # one task ended cancelled, leaving the others running.
-    cancelled: asyncio.CancelledError | None = None
-    results: list[Any] = []
-    try:
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    except asyncio.CancelledError as exc:  # the caller is being cancelled
-        cancelled = exc
+    # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
+    # does: also after a failure cancels the rest, and when the caller is cancelled (it
+    # cancels the agents, still waits for them, and hands back the CancelledError).
+    results, cancelled = await run.countdown.wait(tasks)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:

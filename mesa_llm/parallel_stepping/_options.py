@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final, Literal
 
 Mode = Literal["asyncio", "threading", "sequential"]
@@ -91,6 +92,8 @@ def _as_list(agents: Iterable[Any]) -> list[Any]:
             f"not {type(agents).__name__}"
         )
     found = agents if isinstance(agents, list) else list(agents)
+    if len(set(map(id, found))) == len(found) and all(map(hasattr, found, repeat("unique_id"))):
+        return found  # the common case, checked at C speed; the loop below names the culprit
     seen: dict[int, int] = {}
     for i, agent in enumerate(found):
         if not hasattr(agent, "unique_id"):

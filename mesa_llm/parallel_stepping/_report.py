@@ -147,8 +147,13 @@ def _since(start: float) -> float:
     return time.perf_counter() - start
 
 
-def _succeeded(agent: Any, value: Any, elapsed: float) -> AgentOutcome:
-    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed, usage=tally())
+def _succeeded(
+    agent: Any, value: Any, elapsed: float, blocked: float = 0.0, usage: TokenUsage | None = None
+) -> AgentOutcome:
+    """The outcome of an agent whose method returned ``value`` (``usage``: this context's tally)."""
+    if usage is None:
+        usage = tally()
+    return AgentOutcome(agent, agent.unique_id, "ok", value, None, elapsed, blocked, usage)
 
 
 def _failed(agent: Any, exc: BaseException, elapsed: float) -> AgentOutcome:
@@ -231,11 +236,16 @@ def _report(outcomes: list[AgentOutcome], method: str, mode: str, s: _Settings) 
     if s.timeout is not None:
         warn_after = min(warn_after, s.timeout)
     report = StepReport(outcomes, method, mode)
-    for o in outcomes:
-        if isinstance(o.exception, CircuitOpenError):
-            continue
-        if o.exception is not None and s.on_error == "isolate":
-            _log_failure(o.agent, method, o.exception)
+    isolate = s.on_error == "isolate"
+    circuit_open = False
+    for o in outcomes:  # once per agent of every step: the common case costs two tests
+        exc = o.exception
+        if exc is not None:
+            if isinstance(exc, CircuitOpenError):
+                circuit_open = True
+                continue
+            if isolate:
+                _log_failure(o.agent, method, exc)
         if o.blocked >= warn_after:
             logger.warning(
                 "mesa_llm: agent %s (%s.a%s) blocked the event loop for %.3f s without "
@@ -248,7 +258,7 @@ def _report(outcomes: list[AgentOutcome], method: str, mode: str, s: _Settings) 
                 o.blocked,
                 method,
             )
-    if s.on_error == "isolate":
+    if isolate and circuit_open:
         _log_open_circuits(report)
     return report
 
