@@ -235,7 +235,7 @@ class ModuleLLM:
 
     def _request(
         self,
-        prompt: str | None,
+        prompt: str | Sequence[str] | None,
         messages: Sequence[Any] | None,
         tools: Sequence[Mapping[str, Any]] | None,
         tool_choice: Any,

@@ -157,8 +157,8 @@ def _template(key: tuple[int, str, bool, bool], created: int, system_fingerprint
         template,
         choice,
         choice.message,
-        tuple((call, call.function) for call in choice.message.tool_calls or ()),
-        template.usage if has_usage else None,
+        tuple((call, call.function) for call in choice.message.tool_calls or ()),  # type: ignore[union-attr]
+        template.usage if has_usage else None,  # type: ignore[attr-defined]
         "usage" in template.__dict__,
         private is not None and isinstance(private.get("_hidden_params"), dict),
     )

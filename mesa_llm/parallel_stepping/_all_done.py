@@ -68,11 +68,11 @@ class Countdown:
             if task.cancelled():
                 try:
                     task.result()
-                except asyncio.CancelledError as exc:
-                    results.append(exc)
+                except asyncio.CancelledError as cancel:
+                    results.append(cancel)
             else:
-                exc = task.exception()
-                results.append(task.result() if exc is None else exc)
+                error = task.exception()
+                results.append(task.result() if error is None else error)
         return results, cancelled
 
 
