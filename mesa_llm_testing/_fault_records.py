@@ -198,3 +198,14 @@ class InjectedFaults(Sequence[InjectedFault]):
 
     def __repr__(self) -> str:
         return repr(list(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles and copies hold the records, not the plan's live columns and lock.
+        return (_snapshot_of, (list(self),))
+
+
+def _snapshot_of(records: list[InjectedFault]) -> InjectedFaults:
+    columns = FaultColumns()
+    for fault in records:
+        columns.append(fault)
+    return InjectedFaults(columns)

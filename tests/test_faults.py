@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -339,6 +341,8 @@ def test_injected_is_a_snapshot_sequence_that_compares_like_a_list() -> None:
         snapshot[4]
     (first, *_), seen = plan.injected, sorted(plan.injected, key=InjectedFault.sort_key)
     assert first == records[0] and seen == sorted(records, key=InjectedFault.sort_key)
+    for again in (pickle.loads(pickle.dumps(snapshot)), copy.deepcopy(snapshot)):
+        assert again == records[:4] and type(again) is type(snapshot)
     plan.reset()
     assert plan.injected == [] and snapshot == records[:4]  # older snapshots keep theirs
 
