@@ -4,8 +4,10 @@ A model of ``--agents`` ``LLMAgent``s (real litellm, answered by the ``FakeLLM``
 user gets from the ``fake_llm`` fixture: default ``keep_calls``, a rate fault plan)
 is stepped ``--steps`` times in each mode. Printed per mode: agents x steps x fault
 rate x mode, agents lost (an agent missing from a step's report: must be 0), the
-library's threads and event-loop tasks left after the run (must be 0), and resident
-memory growth from step ``--warmup`` to the end (issue 9's target: under 5 %)::
+library's threads left after the run (via the fake, the model keeps automatic stepping
+on, so its loop thread or worker pool stays until ``disable_automatic_parallel_stepping()``:
+both counts are printed; after it, must be 0), and resident memory growth from step
+``--warmup`` to the end (issue 9's target: under 5 %)::
 
     python benchmarks/bench_memory.py                         # 1,000 agents x 500 steps
     python benchmarks/bench_memory.py --agents 200 --steps 200 # a smaller run
@@ -26,7 +28,7 @@ from mesa import Model
 
 from mesa_llm.llm_agent import LLMAgent
 from mesa_llm.module_llm import RetryPolicy
-from mesa_llm.parallel_stepping import parallel_stepping
+from mesa_llm.parallel_stepping import disable_automatic_parallel_stepping, parallel_stepping
 from mesa_llm_testing import FakeLLM, FaultPlan, ScenarioRun
 
 
@@ -88,11 +90,16 @@ def run(mode: str, agents: int, steps: int, rate: float, warmup: int, seed: int,
     rss_end = rss_mb()
     seconds = time.perf_counter() - start
     left = ours()
+    # Via the fake, the model turned automatic stepping on itself (parallel_stepping = True),
+    # so the library keeps its loop thread or worker pool until it is turned off.
+    disable_automatic_parallel_stepping()
+    left_after = ours()
     growth = (rss_end - rss_warm) / rss_warm * 100 if rss_warm else float("nan")
     print(
         f"{agents} agents x {steps} steps x fault rate {rate:g} x {mode:10s} via {via}: "
         f"agents lost {lost}, agent-steps failed {failed}, faults {len(fake.faults.injected)}, "
-        f"threads left {len(left)} {left if left else ''}, "
+        f"threads left {len(left)} ({len(left_after)} after "
+        f"disable_automatic_parallel_stepping() {left_after if left_after else ''}), "
         f"RSS {rss_warm:.0f} MB at step {warmup} -> {rss_end:.0f} MB at the end "
         f"({growth:+.1f} %), call records kept {len(fake.calls)} of {fake.call_count}, "
         f"{seconds:.0f} s",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         FaultKind,
         FaultPlan,
         InjectedFault,
+        InjectedFaults,
     )
     from mesa_llm_testing._latency import lognormal, uniform
     from mesa_llm_testing._limits import LimitedCall, ProviderLimits
@@ -47,6 +48,7 @@ _LAZY: dict[str, str] = {
     "FaultKind": "mesa_llm_testing._faults",
     "FaultPlan": "mesa_llm_testing._faults",
     "InjectedFault": "mesa_llm_testing._faults",
+    "InjectedFaults": "mesa_llm_testing._faults",
     "CallTrace": "mesa_llm_testing._trace",
     "RunTrace": "mesa_llm_testing._trace",
     "ScenarioRun": "mesa_llm_testing._runner",
@@ -77,6 +79,7 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "InjectedFault",
+    "InjectedFaults",
     "LimitedCall",
     "ProviderLimits",
     "RunResult",

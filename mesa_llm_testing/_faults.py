@@ -20,9 +20,7 @@ import json
 import math
 import threading
 import weakref
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from mesa_llm_testing._bursts import (
@@ -33,6 +31,7 @@ from mesa_llm_testing._bursts import (
     schedule_name,
 )
 from mesa_llm_testing._fault_kinds import DEFAULT_KINDS, TRANSIENT_KINDS, FaultKind, valid_kinds
+from mesa_llm_testing._fault_records import LAYERS, FaultColumns, InjectedFault, InjectedFaults
 
 __all__ = [
     "DEFAULT_KINDS",
@@ -41,64 +40,11 @@ __all__ = [
     "FaultKind",
     "FaultPlan",
     "InjectedFault",
+    "InjectedFaults",
 ]
-
-#: Where a fault can be injected: the litellm custom provider or the HTTP endpoint.
-LAYERS: Final = ("provider", "http")
 
 _TRACE_VERSION: Final = 1
 _TWO_64: Final = float(1 << 64)
-
-
-@dataclass(frozen=True, slots=True)
-class InjectedFault:
-    """One fault the harness injected: who called, when, which kind, at which layer."""
-
-    agent: Any
-    step: int | None
-    call: int
-    kind: FaultKind
-    layer: str
-    test_id: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``kind`` as its string value)."""
-        return {
-            "agent": self.agent,
-            "step": self.step,
-            "call": self.call,
-            "kind": self.kind.value,
-            "layer": self.layer,
-            "test_id": self.test_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> InjectedFault:
-        """Rebuild a fault from :meth:`to_dict` output; ValueError on a bad kind or layer."""
-        layer = data.get("layer", "provider")
-        if layer not in LAYERS:
-            raise ValueError(
-                f"mesa_llm_testing: unknown fault layer {layer!r}; "
-                f"valid layers: {', '.join(LAYERS)}"
-            )
-        try:
-            call = int(data["call"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"mesa_llm_testing: an injected fault needs an integer 'call'; got {dict(data)!r}"
-            ) from None
-        return cls(
-            agent=data.get("agent"),
-            step=data.get("step"),
-            call=call,
-            kind=FaultKind.parse(data["kind"]),
-            layer=layer,
-            test_id=str(data.get("test_id", "")),
-        )
-
-    def sort_key(self) -> tuple[str, str, str, int, str]:
-        """A total order for comparing records made in different orders."""
-        return (self.test_id, repr(self.agent), repr(self.step), self.call, self.kind.value)
 
 
 def _check_rate(rate: Any) -> float:
@@ -209,7 +155,7 @@ class FaultPlan:
         self.test_id = str(test_id)
         self._script: dict[tuple[str, str, int], tuple[Any, int | None, int, FaultKind]] = {}
         self._runs = _RunCounters()
-        self._injected: list[InjectedFault] = []
+        self._injected = FaultColumns()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -289,25 +235,30 @@ class FaultPlan:
 
     def record(self, fault: InjectedFault) -> None:
         """Add ``fault`` to :attr:`injected`; thread-safe."""
-        with self._lock:
-            self._injected.append(fault)
+        self._injected.append(fault)
 
     @property
-    def injected(self) -> list[InjectedFault]:
-        """The injected faults in record order (a copy; sort with ``InjectedFault.sort_key``)."""
+    def injected(self) -> InjectedFaults:
+        """The faults injected so far, in record order: a read-only snapshot sequence.
+
+        Records are kept column by column (about 18 bytes a fault) and built when
+        read, so ``len(plan.injected)`` and ``plan.injected[i]`` cost O(1) and
+        ``plan.injected[n:]`` only the records after ``n``. It compares equal to a
+        list of the same records; sort with ``InjectedFault.sort_key``.
+        """
         with self._lock:
-            return list(self._injected)
+            return InjectedFaults(self._injected)
 
     def counts_by_kind(self) -> dict[str, int]:
         """How many faults of each kind were injected, keyed by kind value, in kind order."""
-        counts = Counter(f.kind for f in self.injected)
-        return {kind.value: counts[kind] for kind in FaultKind if counts[kind]}
+        counts = self.injected.counts_by_kind()
+        return {kind.value: counts[kind] for kind in FaultKind if kind in counts}
 
     def reset(self) -> None:
         """Clear call counters and records; keep rate, kinds, seed, test id and scripted faults."""
         with self._lock:
             self._runs = _RunCounters()
-            self._injected.clear()
+            self._injected = FaultColumns()  # snapshots taken before keep their records
 
     # ------------------------------------------------------------------ JSON
 

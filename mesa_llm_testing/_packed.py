@@ -4,7 +4,17 @@ A ``StepTrace`` holds about 0.4 KB per agent (mostly digests of every LLM call),
 so a 1,000-agent x 500-step run would hold some 200 MB of trace. Once a run's
 trace holds more than :data:`PACK_AFTER` agent-steps, ``ScenarioRun`` packs
 each finished step: its per-agent fields (:data:`PER_AGENT`) become one
-compressed pickle (about 35 bytes per agent), read back when a field is used.
+compressed pickle (about 50 bytes per agent), read back when a field is used.
+
+Even packed, a long run's trace would grow resident memory by some 50 KB a step
+at 1,000 agents (about 6 % over 450 steps). So, with :data:`SPILL` on (the
+default), the payloads of a run's packed steps go to one unnamed temporary file
+(``tempfile.TemporaryFile``: in ``TMPDIR``, deleted when the run's trace is
+garbage-collected, or at once where the OS allows) and memory keeps only their
+offsets. Nothing is summarised away: every call digest stays readable, so
+diffs, checks and the timeline of old steps are as exact as of new ones. Where
+no temporary file can be made or written, payloads stay in memory. Pickling or
+copying a trace carries its payloads along.
 
 A packed step is a ``StepTrace``: the same fields, equality, ``to_dict`` and
 JSON; only its memory changes. The two packed steps read last are kept
@@ -15,18 +25,28 @@ not kept.
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import tempfile
 import threading
+import weakref
 import zlib
 from collections import OrderedDict
 from typing import Any, Final
 
 from mesa_llm_testing._trace import PER_AGENT_FIELDS, StepTrace
 
-__all__ = ["PACK_AFTER", "PER_AGENT", "PackedStep", "pack", "pack_finished_steps"]
+__all__ = ["PACK_AFTER", "PER_AGENT", "SPILL", "PackedStep", "pack", "pack_finished_steps"]
+
+logger = logging.getLogger(__name__)
 
 #: How many agent-steps a run's trace holds unpacked before its finished steps are packed.
 PACK_AFTER: int = 20_000
+
+#: Whether ``pack_finished_steps`` moves packed payloads to a temporary file
+#: (where the OS has positional file I/O, ``os.pread``/``os.pwrite``).
+SPILL: bool = hasattr(os, "pread") and hasattr(os, "pwrite")
 
 #: The fields of a step that grow with its number of agents: what packing compresses.
 PER_AGENT: Final = PER_AGENT_FIELDS
@@ -46,21 +66,66 @@ class PackedStep(StepTrace):
     _payload: bytes
 
     def __getattr__(self, name: str) -> Any:
-        if name in PER_AGENT and "_payload" in self.__dict__:
+        if name in PER_AGENT and _is_packed(self):
             return _fields(self)[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _packed_payload(self) -> bytes | None:
         """The compressed per-agent fields (None once rebuilt unpacked, e.g. by ``replace``)."""
+        spilled = self.__dict__.get("_spilled")
+        if spilled is not None:
+            return spilled[0].read(spilled[1], spilled[2])
         return self.__dict__.get("_payload")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickles and copies carry the payload itself, not the run's temporary file.
+        state = dict(self.__dict__)
+        if state.pop("_spilled", None) is not None:
+            state["_payload"] = self._packed_payload()
+        return state
 
-def pack(step: StepTrace, previous: StepTrace | None = None) -> StepTrace:
+
+class _Spill:
+    """The packed payloads of one run's trace, in an unnamed temporary file."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="mesa_llm_trace_")  # noqa: SIM115 (closed below)
+        weakref.finalize(self, self._file.close)  # when the run's packed steps are gone
+        self._fd = self._file.fileno()
+        self._pid = os.getpid()
+        self._end = 0
+        self._lock = threading.Lock()
+
+    def write(self, payload: bytes) -> tuple[_Spill, int, int] | None:
+        """Append ``payload``; where it went, or None (keep it in memory) if it cannot be."""
+        if os.getpid() != self._pid:
+            return None  # a forked child shares the file: only its parent appends
+        with self._lock:
+            offset = self._end
+            try:
+                written = os.pwrite(self._fd, payload, offset)
+            except OSError as exc:
+                logger.debug("mesa_llm_testing: packed step kept in memory: %s", exc)
+                return None
+            if written != len(payload):
+                return None
+            self._end += written
+        return self, offset, len(payload)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """The payload written at ``offset``."""
+        return os.pread(self._fd, size, offset)
+
+
+def pack(
+    step: StepTrace, previous: StepTrace | None = None, spill: _Spill | None = None
+) -> StepTrace:
     """``step`` with its per-agent fields packed (``step`` itself if they cannot be pickled).
 
-    ``previous`` (the step before) lets an unchanged population be stored once.
+    ``previous`` (the step before) lets an unchanged population be stored once;
+    with ``spill``, the payload goes to that temporary file.
     """
-    if isinstance(step, PackedStep) and step._packed_payload() is not None:
+    if _is_packed(step):
         return step
     fields = {name: getattr(step, name) for name in PER_AGENT}
     if fields["phases"] and all(order == fields["start_order"] for _, order in fields["phases"]):
@@ -74,7 +139,11 @@ def pack(step: StepTrace, previous: StepTrace | None = None) -> StepTrace:
         return step  # an agent id that cannot be pickled: keep this step as it is
     packed = object.__new__(PackedStep)
     light = {k: v for k, v in step.__dict__.items() if k not in PER_AGENT}
-    packed.__dict__.update(light, _payload=payload)
+    spilled = spill.write(payload) if spill is not None else None
+    if spilled is not None:
+        packed.__dict__.update(light, _spilled=spilled)
+    else:
+        packed.__dict__.update(light, _payload=payload)
     if fields["population"] is _SAME_AS_PREVIOUS:
         packed.__dict__["population"] = previous.population  # type: ignore[union-attr]
     return packed
@@ -95,8 +164,22 @@ def pack_finished_steps(steps: list[StepTrace]) -> None:
     held += len(steps[-1].outcomes)
     if held <= PACK_AFTER:
         return
+    spill = _spill_of(steps) if SPILL else None
     for i in unpacked:
-        steps[i] = pack(steps[i], steps[i - 1] if i else None)
+        steps[i] = pack(steps[i], steps[i - 1] if i else None, spill)
+
+
+def _spill_of(steps: list[StepTrace]) -> _Spill | None:
+    """The temporary file of these steps' run (a new one for its first packing), or None."""
+    for step in steps:
+        spilled = step.__dict__.get("_spilled")
+        if spilled is not None:
+            return spilled[0]  # in a forked child, its write() declines: memory is used
+    try:
+        return _Spill()
+    except OSError as exc:  # no writable temporary directory: keep payloads in memory
+        logger.debug("mesa_llm_testing: packed steps kept in memory: %s", exc)
+        return None
 
 
 class _SameAsPrevious:
@@ -110,7 +193,9 @@ _SAME_AS_PREVIOUS: Final = _SameAsPrevious()
 
 
 def _is_packed(step: StepTrace) -> bool:
-    return isinstance(step, PackedStep) and step._packed_payload() is not None
+    return isinstance(step, PackedStep) and (
+        "_payload" in step.__dict__ or "_spilled" in step.__dict__
+    )
 
 
 def _fields(step: PackedStep) -> dict[str, Any]:
@@ -120,7 +205,7 @@ def _fields(step: PackedStep) -> dict[str, Any]:
         if hit is not None and hit[0] is step:
             _recent.move_to_end(key)
             return hit[1]
-    fields = pickle.loads(zlib.decompress(step.__dict__["_payload"]))
+    fields = pickle.loads(zlib.decompress(step._packed_payload() or b""))
     if "population" in step.__dict__:
         fields["population"] = step.__dict__["population"]
     with _recent_lock:

@@ -36,6 +36,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "harness core": (
         "mesa_llm_testing._fault_kinds",
         "mesa_llm_testing._bursts",
+        "mesa_llm_testing._fault_records",
         "mesa_llm_testing._faults",
         "mesa_llm_testing._fault_answers",
         "mesa_llm_testing._latency",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections import Counter
 
 import mesa
@@ -306,6 +309,64 @@ def test_counts_by_kind_follow_kind_order() -> None:
     for kind in ("timeout", "rate_limit", "timeout"):
         plan.record(InjectedFault(None, None, 0, FaultKind.parse(kind), "http"))
     assert list(plan.counts_by_kind().items()) == [("rate_limit", 1), ("timeout", 2)]
+
+
+def test_injected_is_a_snapshot_sequence_that_compares_like_a_list() -> None:
+    plan = FaultPlan()
+    odd_ids = [1, "1", 1.0, ("a", 2), ["unhashable"], None]
+    records = [
+        InjectedFault(agent, step, call, kind, layer, test_id)
+        for call, (agent, step, kind, layer, test_id) in enumerate(
+            zip(
+                odd_ids,
+                [1, None, 1, 2, 3, 1],
+                [FaultKind.TIMEOUT, FaultKind.RATE_LIMIT, *list(FaultKind)[-4:]],
+                ["provider", "http"] * 3,
+                ["t::a", "", "t::a", "t::b", "", ""],
+                strict=True,
+            )
+        )
+    ]
+    for fault in records[:4]:
+        plan.record(fault)
+    snapshot = plan.injected
+    for fault in records[4:]:
+        plan.record(fault)
+    assert len(snapshot) == 4 and snapshot == records[:4] and records[:4] == snapshot
+    assert list(plan.injected) == records  # every field, with each id's own type, comes back
+    assert [type(f.agent) for f in plan.injected] == [type(i) for i in odd_ids]
+    assert plan.injected[-1] == records[-1] and plan.injected[2:] == records[2:]
+    assert plan.injected != records[:-1] and plan.injected != "not a sequence"
+    with pytest.raises(IndexError):
+        snapshot[4]
+    (first, *_), seen = plan.injected, sorted(plan.injected, key=InjectedFault.sort_key)
+    assert first == records[0] and seen == sorted(records, key=InjectedFault.sort_key)
+    for again in (pickle.loads(pickle.dumps(snapshot)), copy.deepcopy(snapshot)):
+        assert again == records[:4] and type(again) is type(snapshot)
+    plan.reset()
+    assert plan.injected == [] and snapshot == records[:4]  # older snapshots keep theirs
+
+
+def test_injected_faults_are_kept_in_a_few_bytes_each() -> None:
+    plan = FaultPlan(seed=1)
+    kinds = list(FaultKind)
+
+    def record(n: int, first_step: int) -> None:
+        for i in range(n):
+            kind = kinds[i % len(kinds)]
+            plan.record(InjectedFault(i % 1000, first_step + i // 1000, i % 3, kind, "provider"))
+
+    record(2_000, 1)  # agents and steps seen once are interned; measure what each fault adds
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        record(20_000, 3)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown / 20_000 < 40  # an InjectedFault object in a list costs over 100 bytes
+    assert len(plan.injected) == 22_000 and plan.injected[-1].step == 3 + 19_999 // 1000
 
 
 # --------------------------------------------------------------------------- JSON

@@ -7,15 +7,21 @@ budget so a short run crosses it, and check that nothing a user reads changes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import gc
 import io
+import os
 import pickle
+import random
+import tracemalloc
+from pathlib import Path
 
 import pytest
 
 import mesa_llm_testing._packed as packed
-from mesa_llm_testing import FaultPlan, RunTrace, run_scenario
-from mesa_llm_testing._packed import PackedStep, pack
+from mesa_llm_testing import CallTrace, FaultPlan, RunTrace, StepTrace, run_scenario
+from mesa_llm_testing._packed import PackedStep, pack, pack_finished_steps
 from mesa_llm_testing._summary import print_summary
 from mesa_llm_testing.scenarios import IslandCommonsModel
 
@@ -118,3 +124,83 @@ def _summary(trace: RunTrace) -> str:
     out = io.StringIO()
     print_summary([trace], spec="island_commons", plan=FaultPlan(0.3, seed=SEED), out=out)
     return out.getvalue()
+
+
+@pytest.mark.usefixtures("small_budget")
+@pytest.mark.parametrize("spill", [True, False])
+def test_packed_traces_survive_pickling_and_copying(
+    unpacked: RunTrace, spill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packed, "SPILL", spill)
+    trace = run()
+    assert isinstance(trace.steps[0], PackedStep)
+    for again in (pickle.loads(pickle.dumps(trace)), copy.deepcopy(trace), copy.copy(trace)):
+        assert again == trace == unpacked
+        assert again.steps[0].llm_calls == unpacked.steps[0].llm_calls
+    assert _summary(trace) == _summary(unpacked)
+
+
+def big_step(step: int, rnd: random.Random, agents: int = 1_000) -> StepTrace:
+    """A step of ``agents`` agents with 2 LLM calls each: digests that do not compress."""
+    uids = list(range(agents))
+    rnd.shuffle(uids)
+
+    def calls() -> list[CallTrace]:
+        digests = [rnd.randbytes(8).hex() for _ in range(4)]
+        return [CallTrace(i, digests[2 * i], digests[2 * i + 1], "tools", None) for i in range(2)]
+
+    return StepTrace(
+        step=step,
+        start_order=uids,
+        outcomes={uid: ("ok", None) for uid in uids},
+        faults=[],
+        llm_calls={uid: calls() for uid in uids},
+        rng_digest=rnd.randbytes(16).hex(),
+        state_digest=rnd.randbytes(16).hex(),
+        phases=[("step", uids)],
+        population=sorted(uids),
+    )
+
+
+@pytest.mark.usefixtures("small_budget")
+def test_packed_steps_of_a_long_run_hold_almost_no_memory() -> None:
+    rnd = random.Random(SEED)
+    expected = [big_step(n, rnd, agents=500) for n in range(1, 41)]
+    steps: list[StepTrace] = []
+
+    def add(upto: int) -> None:
+        while len(steps) < upto:
+            steps.append(copy.copy(expected[len(steps)]))  # shares the fields: no new memory
+            pack_finished_steps(steps)
+        for step in steps[-3:-1]:  # the two steps read last are kept unpacked: fill that cache
+            assert step.llm_calls
+        gc.collect()
+
+    tracemalloc.start()  # before the cache of recently read steps is filled: it is freed later
+    try:
+        add(10)  # the run's file is made
+        before = tracemalloc.take_snapshot()
+        add(40)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    # Steps of 500 agents: some 20 KB of packed payload each if kept in memory.
+    assert grown / 30 < 2_000
+    assert all(isinstance(s, PackedStep) for s in steps[:-1])
+    for got, want in zip(steps, expected, strict=True):
+        assert got._same_as(want) and got.llm_calls == want.llm_calls
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_a_long_runs_temporary_file_goes_with_its_trace() -> None:
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    rnd = random.Random(SEED)
+    steps = [big_step(n, rnd) for n in range(1, 30)]
+    pack_finished_steps(steps)
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert len(steps[3].llm_calls) == 1_000  # read back from it
+    del steps
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
