@@ -9,6 +9,7 @@ Cheap: one context-variable lookup and a few additions per reply.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,8 +20,18 @@ __all__ = ["TokenUsage", "new_tally", "record_usage", "tally"]
 
 # One lock for every tally, not one each: a step makes a tally per agent, and a lock per
 # tally is one more object per agent for the garbage collector to walk. Adding is a few
-# integer additions, so the tallies never wait long for one another.
+# integer additions, so the tallies never wait long for one another. A forked child gets
+# a new one: fork() copies the lock as it was, held if another thread was adding.
 _add_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _add_lock
+    _add_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 @dataclass
@@ -41,13 +52,17 @@ class TokenUsage:
     def add(self, model: str, prompt_tokens: int, completion_tokens: int, calls: int = 1) -> None:
         """Count one reply (thread-safe)."""
         with _add_lock:
-            self.prompt_tokens += prompt_tokens
-            self.completion_tokens += completion_tokens
-            self.calls += calls
-            row = self.by_model.setdefault(model, [0, 0, 0])
-            row[0] += prompt_tokens
-            row[1] += completion_tokens
-            row[2] += calls
+            self._add(model, prompt_tokens, completion_tokens, calls)
+
+    def _add(self, model: str, prompt_tokens: int, completion_tokens: int, calls: int) -> None:
+        """:meth:`add` without the lock: for a new tally no other thread can see yet."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.calls += calls
+        row = self.by_model.setdefault(model, [0, 0, 0])
+        row[0] += prompt_tokens
+        row[1] += completion_tokens
+        row[2] += calls
 
     @classmethod
     def total(cls, parts: Iterable[TokenUsage | None]) -> TokenUsage:
@@ -56,7 +71,7 @@ class TokenUsage:
         for part in parts:
             if part is not None:
                 for model, (p, c, n) in list(part.by_model.items()):
-                    result.add(model, p, c, n)
+                    result._add(model, p, c, n)
         return result
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +88,7 @@ class TokenUsage:
         """Rebuild from :meth:`to_dict` output (an empty usage from None)."""
         result = cls()
         for model, (p, c, n) in dict((data or {}).get("by_model") or {}).items():
-            result.add(model, int(p), int(c), int(n))
+            result._add(model, int(p), int(c), int(n))
         return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,6 +85,12 @@ class MarkerOptions:
                 f"{LIBRARY}: @pytest.mark.mesa_llm on {item.nodeid} got unexpected argument(s) "
                 f"{got}; it takes only the keywords {', '.join(k + '=' for k in valid)}"
             )
+        cassette = marker.kwargs.get("cassette")
+        if cassette is not None and (not isinstance(cassette, str | os.PathLike) or not cassette):
+            raise TypeError(
+                f"{LIBRARY}: @pytest.mark.mesa_llm on {item.nodeid}: cassette={cassette!r} is "
+                f"not a path; give the cassette file's path (relative to the test file) as a str"
+            )
         return cls(**marker.kwargs)
 
 
@@ -109,12 +116,12 @@ def read_settings(config: pytest.Config) -> FaultSettings:
         # A replay keeps the traced session's seed unless told otherwise, so replies match too.
         seed=_resolve_seed(config, default=trace_seed),
         kinds=None if kinds_text is None else _parse_kinds(kinds_text, kinds_source),
-        trace=None if trace_text is None else _resolve_path(config, trace_text, trace_source),
+        trace=None if trace_text is None else _file_path(config, trace_text, trace_source),
         replay_text=replay_text,
         replay=replay,
-        record=None if record_text is None else _resolve_path(config, record_text, record_source),
+        record=None if record_text is None else _file_path(config, record_text, record_source),
         cassette=(
-            None if cassette_text is None else _resolve_path(config, cassette_text, cassette_source)
+            None if cassette_text is None else _file_path(config, cassette_text, cassette_source)
         ),
         ignored=tuple(
             f"{source}={text}"
@@ -140,6 +147,19 @@ def _resolve_path(config: pytest.Config, text: str, source: str) -> Path:
     if source.startswith("ini") and config.inipath is not None:
         base = config.inipath.parent
     return base / text
+
+
+def _file_path(config: pytest.Config, text: str, source: str) -> Path:
+    """A file the plugin writes or reads: UsageError for an empty value or a directory."""
+    if not text.strip():
+        raise pytest.UsageError(f"{LIBRARY}: {source} needs a file path, e.g. {source}=run.json")
+    path = _resolve_path(config, text, source)
+    if path.is_dir():
+        raise pytest.UsageError(
+            f"{LIBRARY}: {source}={text} is a directory; name a file, "
+            f"e.g. {source}={Path(text) / 'run.json'}"
+        )
+    return path
 
 
 def _parse_rate(text: str, source: str) -> float:

@@ -988,3 +988,32 @@ def test_asyncio_raise_mode_never_starts_the_agents_after_one_that_fails_at_once
     with pytest.raises(ValueError, match="fails before its first await"):
         asyncio.run(step_agents_parallel(agents, on_error="raise"))
     assert started == [1, 2, 3]
+
+
+class _Mortal(Agent):
+    """Leaves the model's list when it dies during its step (a common Mesa idiom)."""
+
+    dies = False
+
+    def step(self) -> int:
+        if self.dies:
+            self.model.herd.remove(self)
+        return self.unique_id
+
+    async def astep(self) -> int:
+        await asyncio.sleep(0)
+        return self.step()
+
+
+@pytest.mark.parametrize("mode", [*MODES, "sequential"])
+def test_agents_that_leave_the_list_they_were_stepped_from_are_all_stepped(mode: str) -> None:
+    model = Model(seed=1)
+    model.herd = [_Mortal(model) for _ in range(4)]
+    model.herd[1].dies = True
+    ids = [agent.unique_id for agent in model.herd]
+
+    report = step_agents_parallel_sync(model.herd, mode=mode)
+
+    assert [o.unique_id for o in report.outcomes] == ids
+    assert [o.value for o in report.outcomes] == ids and report.ok
+    assert [agent.unique_id for agent in model.herd] == [ids[0], *ids[2:]]

@@ -159,6 +159,11 @@ def test_seed_last_reuses_the_previous_sessions_seed(pytester: pytest.Pytester) 
             "connection_error, empty_response",
         ),
         ("--mesa-llm-replay=missing.json", "--mesa-llm-replay=missing.json: no such file"),
+        ("--mesa-llm-trace=", "--mesa-llm-trace needs a file path, e.g. --mesa-llm-trace=run.json"),
+        ("--mesa-llm-trace=.", "--mesa-llm-trace=. is a directory; name a file, e.g. *run.json"),
+        ("--mesa-llm-record=", "--mesa-llm-record needs a file path*"),
+        ("--mesa-llm-record=.", "--mesa-llm-record=. is a directory*"),
+        ("--mesa-llm-cassette=.", "--mesa-llm-cassette=. is a directory*"),
         (
             "--mesa-llm-replay=conftest.py",
             "--mesa-llm-replay=*conftest.py: not a --mesa-llm-trace file",
@@ -260,10 +265,14 @@ def test_marker_typo_or_bad_value_is_a_clear_error(pytester: pytest.Pytester) ->
         @pytest.mark.mesa_llm(kinds="slow")
         def test_kind(llm_faults):
             pass
+
+        @pytest.mark.mesa_llm(cassette=5)
+        def test_cassette(fake_llm):
+            pass
         """
     )
     result = pytester.runpytest_inprocess()
-    result.assert_outcomes(errors=3)
+    result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(
         [
             "E *TypeError: mesa_llm_testing: @pytest.mark.mesa_llm on *::test_typo got "
@@ -273,6 +282,8 @@ def test_marker_typo_or_bad_value_is_a_clear_error(pytester: pytest.Pytester) ->
             "fault rate must be from 0 to 1 *got 1.5",
             "E *ValueError: mesa_llm_testing: bad @pytest.mark.mesa_llm on *::test_kind: "
             "unknown fault kind 'slow'; valid kinds: rate_limit, timeout, *",
+            "E *TypeError: mesa_llm_testing: @pytest.mark.mesa_llm on *::test_cassette: "
+            "cassette=5 is not a path; *",
         ],
         consecutive=False,
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
+import warnings
 from typing import Any
 
 import mesa
@@ -140,3 +143,49 @@ def test_cli_price_as_an_unpriced_model_is_a_usage_error(
     assert main(["run", "--steps", "1", "--price-as", "nosuch/model"]) == 2
     err = capsys.readouterr().err
     assert "--price-as 'nosuch/model'" in err and "e.g. openai/gpt-4o-mini" in err
+
+
+class _HeldWhileAdding(dict):
+    """A ``by_model`` whose update waits for a signal: an ``add`` stays in progress."""
+
+    def __init__(self, entered: Any, release: Any) -> None:
+        super().__init__()
+        self.entered, self.release = entered, release
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.entered.set()
+        self.release.wait(10)
+        return super().setdefault(key, default)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_process_forked_while_another_thread_adds_usage_can_count_its_own() -> None:
+    import threading
+
+    from mesa_llm.parallel_stepping import TokenUsage
+
+    entered, release = threading.Event(), threading.Event()
+    busy = TokenUsage(by_model=_HeldWhileAdding(entered, release))
+    adder = threading.Thread(target=busy.add, args=("m", 1, 1))
+    adder.start()
+    try:
+        assert entered.wait(10)
+        with warnings.catch_warnings():  # "use of fork() may lead to deadlocks": the subject
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: summing and adding must not wait on the parent's adder
+            signal.alarm(5)
+            code = 1
+            try:
+                fresh = TokenUsage()
+                fresh.add("m", 2, 3)
+                total = TokenUsage.total([fresh, TokenUsage.from_dict(fresh.to_dict())])
+                code = 0 if total.total_tokens == 10 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        adder.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child hung on the usage lock"
+    assert busy.total_tokens == 2

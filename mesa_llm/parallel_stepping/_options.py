@@ -85,13 +85,16 @@ def _as_list(agents: Iterable[Any]) -> list[Any]:
 
     A duplicated agent is rejected rather than stepped once: a list that names an
     agent twice is a bug in the caller, and stepping it twice concurrently would race.
+    Always a copy: agents may add to or remove from the caller's list while they step
+    (an agent that dies), and every agent that was in it when the step began is stepped
+    and reported.
     """
     if agents is None or isinstance(agents, (str, bytes)):
         raise TypeError(
             f"mesa_llm: agents must be a list, an iterable of agents or a Mesa agent set, "
             f"not {type(agents).__name__}"
         )
-    found = agents if isinstance(agents, list) else list(agents)
+    found = list(agents)
     if len(set(map(id, found))) == len(found) and all(map(hasattr, found, repeat("unique_id"))):
         return found  # the common case, checked at C speed; the loop below names the culprit
     seen: dict[int, int] = {}
