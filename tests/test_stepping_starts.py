@@ -24,7 +24,7 @@ from mesa_llm.parallel_stepping import (
 
 MODES = ["asyncio", "threading", "sequential"]
 
-# --------------------------------------------------------------------------- the loop's task factory
+# ----------------------------------------------------------------------- the loop's task factory
 
 #: ``asyncio.eager_task_factory`` exists from Python 3.12; on 3.11 only a lazy factory can be set.
 EAGER: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
@@ -93,11 +93,12 @@ async def test_a_loop_task_factory_never_starts_agents_after_the_step_failed(
     events: list[tuple[str, int]] = []
     model = Model(seed=1)
     exc = ValueError("boom") if failure == "raise mode" else KeyboardInterrupt()
+    on_error = "raise" if failure == "raise mode" else "isolate"  # an interrupt aborts either way
     agents = [Recorder(model, events, fail=exc)] + [Recorder(model, events) for _ in range(4)]
     loop.set_task_factory(_recording_factory(kind, made))
     try:
         with pytest.raises(type(exc)):
-            await step_agents_parallel(agents, on_error="raise" if failure == "raise mode" else "isolate")
+            await step_agents_parallel(agents, on_error=on_error)  # type: ignore[arg-type]
     finally:
         loop.set_task_factory(None)
     assert events == [("start", agents[0].unique_id)]  # nobody started after the failure
@@ -127,7 +128,7 @@ def test_without_a_loop_task_factory_agents_start_as_their_tasks_are_made() -> N
     assert seen == ([1, 2, 3, 4] if EAGER is not None else [4, 4, 4, 4])
 
 
-# --------------------------------------------------------------------------- a<method> behind a decorator
+# ------------------------------------------------------------------ a<method> behind a decorator
 
 
 def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
