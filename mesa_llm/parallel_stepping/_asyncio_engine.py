@@ -22,7 +22,7 @@ from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
-from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
+from mesa_llm.parallel_stepping._methods import _ASYNC, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     OnError,
     _as_list,
@@ -245,6 +245,8 @@ async def _run_one_async(
             if kind == _ASYNC:
                 aw = fn(*args, **kwargs)
                 if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
+                    if not inspect.isawaitable(aw):  # a sync a<method>'s plain value
+                        raise _not_awaitable(agent, run.method, aw)
                     value = await _with_timeout(aw, agent, run.method, s.timeout)
                 elif s.timeout is None:
                     # No deadline to start before the first send: make it here, and hold
