@@ -22,7 +22,7 @@ from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
-from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
+from mesa_llm.parallel_stepping._methods import _ASYNC, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     OnError,
     _as_list,
@@ -47,7 +47,8 @@ from mesa_llm.parallel_stepping._workers import _pools
 __all__ = ["step_agents_parallel"]
 
 #: ``asyncio.eager_task_factory`` (Python 3.12+): agents that never suspend finish as
-#: their task is created, without a trip through the event loop.
+#: their task is created, without a trip through the event loop. Used only on a loop
+#: without a task factory of its own.
 _eager_task: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 _COROUTINE: Final = types.CoroutineType
 
@@ -244,6 +245,8 @@ async def _run_one_async(
             if kind == _ASYNC:
                 aw = fn(*args, **kwargs)
                 if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
+                    if not inspect.isawaitable(aw):  # a sync a<method>'s plain value
+                        raise _not_awaitable(agent, run.method, aw)
                     value = await _with_timeout(aw, agent, run.method, s.timeout)
                 elif s.timeout is None:
                     # No deadline to start before the first send: make it here, and hold
@@ -350,21 +353,23 @@ async def _step_async(
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[AgentOutcome]] = []
     run.tasks = tasks
-    if _eager_task is None:
-        tasks.extend(loop.create_task(_run_one_async(run, a, args, kwargs, s, sem)) for a in agents)
-    else:
-        # Python 3.12+: each agent runs up to its first await as its task is created, in
-        # the given order (the start order of a lazy start). Once one has aborted the step
-        # or failed it in raise mode, the rest are created cancelled, never started, as a
-        # lazy start cancels them before their first step.
-        for a in agents:
-            coro = _run_one_async(run, a, args, kwargs, s, sem)
-            if run.error is None and run.abort is None:
-                tasks.append(_eager_task(loop, coro))
-            else:
-                task = loop.create_task(coro)
-                task.cancel()
-                tasks.append(task)
+    # The loop's own task factory (tracing, context set-up), if it has one, makes and starts
+    # each agent's task. Without one, Python 3.12+ starts each agent eagerly: it runs up to
+    # its first await as its task is made, in the given order (a lazy start's order). Once
+    # one has aborted the step or failed it in raise mode, the rest are made cancelled and
+    # never start (not through the factory, which may start them eagerly), as a lazy start
+    # cancels them before their first step.
+    eager = _eager_task if loop.get_task_factory() is None else None
+    for a in agents:
+        coro = _run_one_async(run, a, args, kwargs, s, sem)
+        if run.error is not None or run.abort is not None:
+            task: asyncio.Task[AgentOutcome] = asyncio.Task(coro, loop=loop)
+            task.cancel()
+        elif eager is not None:
+            task = eager(loop, coro)
+        else:
+            task = loop.create_task(coro)
+        tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)

@@ -1,8 +1,15 @@
-"""Which method of an agent a step calls: ``a<method>`` (async) or ``<method>`` (sync)."""
+"""Which method of an agent a step calls: ``a<method>`` (async) or ``<method>`` (sync).
+
+Any callable ``a<method>`` is the async one, a coroutine function or not: an ordinary
+(sync) decorator around ``async def astep`` returns the coroutine, which the engines
+await. An ``a<method>`` whose call returns no awaitable is that agent's error
+(:func:`_not_awaitable`), never a reason to run ``<method>`` instead.
+"""
 
 from __future__ import annotations
 
 import inspect
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +20,7 @@ _resolve_cache: dict[tuple[type, str], tuple[str, int] | None] = {}
 
 
 def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
-    """Find ``a<method>`` (async) or ``<method>`` on the agent; cached per class."""
+    """Find ``a<method>`` (async: called, its result awaited) or ``<method>``; cached per class."""
     cls = type(agent)
     key = (cls, method)
     try:
@@ -22,15 +29,15 @@ def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
         found = None
         for name in (f"a{method}", method):
             attr = getattr(cls, name, None)
-            if attr is None:
+            if attr is None or not callable(attr):
                 continue
-            if inspect.iscoroutinefunction(attr):
-                if name != method and _sync_overrides_fallback(cls, attr, name, method):
-                    continue
+            if name == method:
+                found = (name, _ASYNC if inspect.iscoroutinefunction(attr) else _SYNC)
+            elif _sync_overrides_fallback(cls, attr, name, method):
+                continue
+            else:
                 found = (name, _ASYNC)
-                break
-            if name == method and callable(attr):
-                found = (name, _SYNC)
+            break
         _resolve_cache[key] = found
     if found is None:
         # Instance attributes (rare) are honoured too; never skip an agent silently.
@@ -39,6 +46,16 @@ def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
             return fn, _ASYNC if inspect.iscoroutinefunction(fn) else _SYNC
         raise AgentMethodMissingError(agent, method)
     return getattr(agent, found[0]), found[1]
+
+
+def _not_awaitable(agent: Any, method: str, value: Any) -> TypeError:
+    """The error of an agent whose ``a<method>`` (no coroutine function) returned no awaitable."""
+    uid = getattr(agent, "unique_id", None)
+    return TypeError(
+        f"mesa_llm: agent {uid} ({type(agent).__name__}.a{method}) returned "
+        f"{reprlib.repr(value)} ({type(value).__name__}), not an awaitable; a{method} must be "
+        f"an async def or return an awaitable (a sync agent defines {method} instead)"
+    )
 
 
 def _is_sync(agent: Any, method: str) -> bool:

@@ -20,7 +20,7 @@ from mesa_llm._usage import new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._asyncio_engine import _with_timeout
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
-from mesa_llm.parallel_stepping._methods import _ASYNC, _resolve
+from mesa_llm.parallel_stepping._methods import _ASYNC, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     DEFAULT_MAX_WORKERS,
     OnError,
@@ -80,6 +80,8 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
         fn, kind = _resolve(agent, method)
         run.started[index] = time.monotonic() + (run.ASYNC_GRACE if kind == _ASYNC else 0.0)
         value = fn(*run.args, **run.kwargs)
+        if kind == _ASYNC and not inspect.isawaitable(value):  # a sync a<method>'s plain value
+            raise _not_awaitable(agent, method, value)
         if kind == _ASYNC or inspect.isawaitable(value):
             if run.timeout is not None:
                 value = _with_timeout(value, agent, method, run.timeout)
