@@ -9,9 +9,6 @@ the CLI's, and with the traces ``run_scenario`` gives in this process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from concurrent.futures import Executor, Future
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from warm_python import Run
 
 from mesa_llm_testing import SweepResult, SweepRow, run_scenario, sweep
 from mesa_llm_testing._cli_sweep import dask_executor
@@ -145,16 +143,16 @@ def test_a_run_that_raises_and_one_that_kills_its_process_fail_and_the_others_fi
 
 @pytest.mark.subprocess
 def test_the_command_writes_the_table_json_csv_and_plot(
-    tmp_path: Path, local_sweep: SweepResult
+    tmp_path: Path, local_sweep: SweepResult, warm_run: Run
 ) -> None:
-    script = shutil.which("mesa-llm-testing", path=str(Path(sys.executable).parent))
-    assert script is not None, "the mesa-llm-testing console script is not installed"
     out = {name: tmp_path / name for name in ("rows.json", "rows.csv", "plot.png")}
-    result = subprocess.run(
-        [script, "sweep", SCENARIO, *SMALL_ARGS, "--workers", "2", "--json", str(out["rows.json"]),
-         "--csv", str(out["rows.csv"]), "--plot", str(out["plot.png"])],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    # The console script in a process of its own (a fork of the warm Python); its workers
+    # come from a forkserver of their own, as for a user.
+    result = warm_run(
+        ["mesa-llm-testing", "sweep", SCENARIO, *SMALL_ARGS, "--workers", "2",
+         "--json", str(out["rows.json"]), "--csv", str(out["rows.csv"]),
+         "--plot", str(out["plot.png"])],
+        tmp_path, 300,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stdout + result.stderr

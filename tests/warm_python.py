@@ -5,8 +5,11 @@ and ``import litellm`` (seconds) again; most of the suite's time went there. ``W
 starts one helper process per test session that imports litellm, Mesa and both packages once,
 then forks a child per command. The child is a separate process (its own memory, cwd, argv,
 ``__main__``, stdin/stdout/stderr, exit status, process group), so a command cannot see what
-another did, and it exits as an interpreter does (``atexit`` handlers, non-daemon threads
-joined, an uncaught exception prints its traceback and exits 1). What it shares with its
+another did, and it exits as an interpreter does (non-daemon threads joined, ``atexit``
+handlers, an uncaught exception prints its traceback and exits 1), except that it does not
+tear down every loaded module and object (over a second with litellm loaded; the helper's
+objects are frozen out of the children's garbage collections too), so a command must close
+the files it writes. What it shares with its
 siblings is the helper's imports, its environment at import time and its hash seed: tests
 whose subject is a cold start (the console script entry point, what is imported before
 litellm, packaging, a fresh hash seed) keep a real subprocess.
@@ -18,6 +21,7 @@ console script of this interpreter (``[NAME, *args]``, found on the environment'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,11 +125,15 @@ def _is_our_script(path: Path) -> bool:
 
 
 def _serve() -> None:
+    import gc
     import importlib
     import threading
 
     for name in PRELOAD:
         importlib.import_module(name)
+    # What is loaded stays out of the children's garbage collections: they neither walk it
+    # nor copy its pages (copy-on-write) by touching it.
+    gc.freeze()
     requests, replies = sys.stdin, sys.stdout
     print("ready", file=replies, flush=True)
     for line in requests:
@@ -162,8 +170,6 @@ def _fork_and_wait(request: dict) -> dict:
 def _child(request: dict) -> None:
     """Become the command: a process of its own, then run it as ``python`` would."""
     import importlib
-    import runpy
-    import types
 
     os.setsid()  # its own process group, so a timeout kills what it started too
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -176,7 +182,21 @@ def _child(request: dict) -> None:
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, for its life
     os.chdir(request["cwd"])
     importlib.invalidate_caches()
-    kind, target, args = request["kind"], request["target"], request["args"]
+    try:
+        _become(request["kind"], request["target"], request["args"])
+        code = 0
+    except SystemExit as exc:
+        code = _exit_status(exc)
+    except BaseException as exc:  # uncaught: printed as the interpreter prints it
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+    _exit(code)
+
+
+def _become(kind: str, target: str, args: list[str]) -> None:
+    import runpy
+    import types
+
     main = types.ModuleType("__main__")
     sys.modules["__main__"] = main
     if kind == "-c":
@@ -191,7 +211,33 @@ def _child(request: dict) -> None:
         sys.argv = [target, *args]
         sys.path[0] = str(Path(target).parent)
         runpy.run_path(target, run_name="__main__")
-    raise SystemExit(0)  # the interpreter's own exit: atexit, thread joins, flushes
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _exit(code: int) -> None:
+    """Exit as the interpreter does (non-daemon threads joined, then ``atexit`` handlers, then
+    the standard streams flushed), without tearing down every module and object litellm
+    loaded: that took over a second a command. A command must close the files it writes."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed by the command
+            stream.flush()
+    if code == -signal.SIGINT:  # as Python exits on KeyboardInterrupt: by the signal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code & 0xFF)
 
 
 if __name__ == "__main__":
