@@ -13,7 +13,7 @@ import pytest
 
 # LITELLM_LOCAL_MODEL_COST_MAP=True is set by the mesa-llm plugin when it loads.
 from hypothesis import HealthCheck, settings
-from warm_python import Run
+from warm_python import Run, WarmPython, command_env
 
 settings.register_profile(
     "ci",
@@ -38,8 +38,6 @@ def warm_run() -> Iterator[Run]:
 
     For tests whose subject is what a command does, not how a cold process starts.
     """
-    from warm_python import WarmPython, command_env
-
     warm = WarmPython(command_env())
     try:
         yield warm.run
