@@ -4,6 +4,13 @@ One limiter is shared by every ``ModuleLLM`` given it (and by every thread and e
 loop they run on), so a thousand agents queue for their turn instead of stampeding a
 provider into 429s. Waiting is FIFO: only the request at the head of the queue may be
 admitted, so a large request is not starved by small ones behind it.
+
+A request counts against ``rpm`` and ``tpm`` from the moment it is admitted, for one
+window. The provider counts it when it arrives, which can be later: a request held up
+between its permit and the wire (a full connection pool, a pre-empted thread, a fake
+clock another thread moved on) must not let the window refill behind its back. So a
+request still in flight when its window ends keeps counting until one window after it
+is released.
 """
 
 from __future__ import annotations
@@ -81,6 +88,17 @@ class _Waiter:
             self._loop.call_soon_threadsafe(self._event.set)
 
 
+class _Entry:
+    """One admitted request in the window: when it started counting, and its tokens."""
+
+    __slots__ = ("in_flight", "start", "tokens")
+
+    def __init__(self, start: float, tokens: float) -> None:
+        self.start = start
+        self.tokens = tokens
+        self.in_flight = True
+
+
 class Permit:
     """An admitted request: release it (or leave its ``with`` block) when the request is done.
 
@@ -90,7 +108,7 @@ class Permit:
 
     __slots__ = ("_entry", "_limiter", "_released")
 
-    def __init__(self, limiter: RateLimiter, entry: list[float]) -> None:
+    def __init__(self, limiter: RateLimiter, entry: _Entry) -> None:
         self._limiter = limiter
         self._entry = entry
         self._released = False
@@ -98,18 +116,16 @@ class Permit:
     @property
     def tokens(self) -> int:
         """The tokens this request counts against ``tpm``."""
-        return int(self._entry[1])
+        return int(self._entry.tokens)
 
     def record_tokens(self, tokens: int) -> None:
         """Count the tokens the provider reported instead of the estimate."""
         with self._limiter._lock:
-            self._entry[1] = max(0, int(tokens))
+            self._entry.tokens = max(0, int(tokens))
 
     def refund(self) -> None:
         """Release the permit and uncount the request: it was never sent."""
-        # ValueError: already expired from the window.
-        with self._limiter._lock, contextlib.suppress(ValueError):
-            self._limiter._window.remove(self._entry)
+        self._limiter._uncount(self._entry)
         self.release()
 
     def release(self) -> None:
@@ -182,7 +198,8 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._queue: deque[_Waiter] = deque()
-        self._window: deque[list[float]] = deque()  # [start time, tokens] of admitted requests
+        self._window: deque[_Entry] = deque()  # admitted requests, oldest first
+        self._overdue: list[_Entry] = []  # in flight past their window: counted until released
         self._in_flight = 0
 
     def __repr__(self) -> str:
@@ -198,7 +215,8 @@ class RateLimiter:
         """(requests, tokens) counted in the current 60-second window."""
         with self._lock:
             self._expire(self._clock())
-            return len(self._window), int(sum(entry[1] for entry in self._window))
+            counted = (*self._window, *self._overdue)
+            return len(counted), int(sum(entry.tokens for entry in counted))
 
     def acquire(self, tokens: int = 1) -> Permit:
         """Wait (blocking this thread) until a request of ``tokens`` may start: its permit."""
@@ -273,9 +291,9 @@ class RateLimiter:
             now = self._clock()
             self._expire(now)
             delay = self._delay(now, tokens)
-            if delay > 0:
+            if delay is None or delay > 0:
                 return delay
-            entry = [now, float(tokens)]
+            entry = _Entry(now, float(tokens))
             self._window.append(entry)
             self._in_flight += 1
             self._queue.popleft()
@@ -284,22 +302,42 @@ class RateLimiter:
             return Permit(self, entry)
 
     def _expire(self, now: float) -> None:
-        while self._window and self._window[0][0] + WINDOW <= now:
-            self._window.popleft()
+        window = self._window
+        while window and window[0].start + WINDOW <= now:
+            entry = window.popleft()
+            if entry.in_flight:
+                self._overdue.append(entry)
 
-    def _delay(self, now: float, tokens: int) -> float:
-        """Seconds until the window has room for one more request of ``tokens``."""
+    def _delay(self, now: float, tokens: int) -> float | None:
+        """Seconds until the window has room for one more request of ``tokens``.
+
+        None when only the release of an overdue request can make room.
+        """
+        window, overdue = self._window, self._overdue
         until = now
-        if self.rpm is not None and len(self._window) >= self.rpm:
-            until = max(until, self._window[len(self._window) - self.rpm][0] + WINDOW)
-        if self.tpm is not None and self._window:
-            excess = sum(entry[1] for entry in self._window) + tokens - self.tpm
-            for entry in self._window:  # oldest first: expire until the request fits
+        counted = len(window) + len(overdue)
+        if self.rpm is not None and counted >= self.rpm:
+            leaving = counted - self.rpm + 1  # requests that must leave the window first
+            if leaving > len(window):
+                return None
+            until = max(until, window[leaving - 1].start + WINDOW)
+        if self.tpm is not None and counted:
+            excess = sum(entry.tokens for entry in (*window, *overdue)) + tokens - self.tpm
+            for entry in window:  # oldest first: expire until the request fits
                 if excess <= 0:
                     break
-                excess -= entry[1]
-                until = max(until, entry[0] + WINDOW)
+                excess -= entry.tokens
+                until = max(until, entry.start + WINDOW)
+            if excess > 0 and overdue:
+                return None
         return until - now
+
+    def _uncount(self, entry: _Entry) -> None:
+        """Take a request that was never sent out of the window."""
+        with self._lock:
+            for counted in (self._window, self._overdue):
+                if entry in counted:
+                    counted.remove(entry)
 
     def _release(self, permit: Permit) -> None:
         with self._lock:
@@ -307,5 +345,13 @@ class RateLimiter:
                 return
             permit._released = True
             self._in_flight -= 1
+            entry = permit._entry
+            entry.in_flight = False
+            if entry in self._overdue:  # the provider may have counted it just now
+                self._overdue.remove(entry)
+                window = self._window
+                now = self._clock()
+                entry.start = max(now, window[-1].start) if window else now  # keep the order
+                window.append(entry)
             if self._queue:
                 self._queue[0].wake()

@@ -12,9 +12,9 @@ from unittest.mock import DEFAULT
 import pytest
 from resilience_models import PRIMARY, AskModel, FakeClock
 
-from mesa_llm import ModuleLLM, RateLimiter
+from mesa_llm import ModuleLLM, RateLimiter, RetryPolicy
 from mesa_llm._rate_limit import estimate_tokens
-from mesa_llm_testing import FakeLLM, FakeRequest
+from mesa_llm_testing import FakeLLM, FakeRequest, ProviderLimits
 
 MODES = ["sequential", "asyncio", "threading"]
 
@@ -70,6 +70,45 @@ def test_a_refunded_permit_was_never_sent() -> None:
     rpm.acquire().refund()
     rpm.acquire().release()
     assert clock.slept == []
+
+
+def test_a_request_held_up_past_its_window_counts_until_a_window_after_its_release() -> None:
+    # A permit granted at 0 whose request reaches the provider only after the window moved
+    # on (a full connection pool, a pre-empted thread, a fake clock another thread moved):
+    # the provider counts it when it arrives, so the limiter must not refill behind it.
+    clock = FakeClock(start=0.0)
+    shared = limiter(clock, rpm=2)
+    with FakeLLM(seed=3, limits=ProviderLimits(rpm=2), clock=clock).activate() as fake:
+        llm = ModuleLLM(PRIMARY, retry=RetryPolicy(max_attempts=1))
+        held_up = shared.acquire()
+        with shared.acquire():
+            llm.generate("sent at once")
+        on_time = shared.acquire()  # the window is full until 60
+        assert clock.now == 60.0 and shared.usage() == (2, 2)  # the held-up one still counts
+        with on_time:
+            llm.generate("sent at 60")
+        with held_up:
+            llm.generate("sent late, at 60")
+        with shared.acquire():  # two sent at 60: the next waits for 120
+            llm.generate("sent at 120")
+    assert clock.now == 120.0
+    assert list(fake.limited) == [] and fake.call_count == 4
+
+
+def test_a_request_in_flight_past_its_window_waits_for_its_release_to_make_room() -> None:
+    clock = FakeClock(start=0.0)
+    shared = limiter(clock, rpm=1, tpm=10)
+    slow = shared.acquire(5)
+    clock.advance(61)
+    assert shared.usage() == (1, 5)  # in flight: still counted
+    admitted: list[float] = []
+    waiter = threading.Thread(target=lambda: admitted.append(shared.acquire().release() or clock()))
+    waiter.start()
+    waiter.join(0.05)
+    assert waiter.is_alive() and admitted == []  # no clock wait can make room: only a release
+    slow.release()  # counted again from now, for a window
+    waiter.join(5)
+    assert admitted == [121.0] and clock.now == 121.0
 
 
 async def test_max_concurrent_waits_in_fifo_order_without_blocking_the_loop() -> None:
