@@ -360,6 +360,24 @@ def test_threading_timeout_cancels_async_agents_on_worker_loop() -> None:
     assert slow.cancelled
 
 
+@pytest.mark.parametrize("mode", ["sequential", *MODES])
+def test_an_agent_that_swallows_its_timeout_is_still_reported_as_timed_out(mode: str) -> None:
+    m = DummyModel()
+
+    class Swallows(Agent):
+        async def astep(self) -> str:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                return "carried on"
+            return "finished"
+
+    swallows, working = Swallows(m), WorkingAgent(m)
+    report = step_agents_parallel_sync([swallows, working], mode=mode, timeout=0.05)  # type: ignore[arg-type]
+    assert [o.status for o in report.outcomes] == ["timeout", "ok"]
+    assert isinstance(report.errors[swallows.unique_id], AgentTimeoutError)
+
+
 async def test_agent_raising_its_own_timeout_error_is_an_error_not_a_timeout() -> None:
     m = DummyModel()
 

@@ -163,11 +163,14 @@ async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: fl
     cm = asyncio.timeout(timeout)
     try:
         async with cm:
-            return await aw
+            value = await aw
     except TimeoutError as exc:
         if cm.expired():
             raise AgentTimeoutError(agent, method, timeout) from exc
         raise
+    if cm.expired():  # the agent caught its cancellation and carried on: still late
+        raise AgentTimeoutError(agent, method, timeout)
+    return value
 
 
 class _LoopHold:
