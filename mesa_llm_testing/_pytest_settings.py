@@ -101,7 +101,10 @@ def read_settings(config: pytest.Config) -> FaultSettings:
     replay_text, replay_source = _raw_value(config, "replay")
     record_text, record_source = _raw_value(config, "record")
     cassette_text, cassette_source = _raw_value(config, "cassette")
-    if record_text is not None and hasattr(config, "workerinput"):
+    # Refused in the controller (xdist has set ``dist`` by now), so the user sees one
+    # usage error instead of a "node down" traceback from every worker.
+    distributed = getattr(config.option, "dist", "no") != "no"
+    if record_text is not None and (distributed or hasattr(config, "workerinput")):
         raise pytest.UsageError(
             f"{LIBRARY}: {record_source}={record_text}: record without pytest-xdist workers "
             "(-p no:xdist or -n 0), so the cassette is written by one process"

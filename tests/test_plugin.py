@@ -180,6 +180,19 @@ def test_bad_option_is_a_usage_error_naming_the_valid_values(
     result.stderr.fnmatch_lines([f"ERROR: mesa_llm_testing: {expected}*"])
 
 
+def test_recording_under_xdist_workers_is_one_usage_error_before_any_worker_starts(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest("")
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_inprocess("-p", "xdist", "-n", "2", "--mesa-llm-record=calls.jsonl")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: mesa_llm_testing: --mesa-llm-record=calls.jsonl: record without pytest-xdist *"]
+    )
+    assert "node down" not in result.stdout.str() + result.stderr.str()
+
+
 def test_options_are_settable_in_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         INI + "mesa_llm_faults = 0.5\nmesa_llm_seed = 99\nmesa_llm_fault_kinds = timeout\n"
