@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["FRESH", "TokenUsage", "fresh_tally", "new_tally", "record_usage", "tally"]
+__all__ = [
+    "FRESH",
+    "TokenUsage",
+    "fresh_tally",
+    "hold_tally",
+    "new_tally",
+    "record_usage",
+    "tally",
+]
 
 
 # One lock for every tally, not one each: a step makes a tally per agent, and a lock per
@@ -121,18 +129,16 @@ _tally: contextvars.ContextVar[TokenUsage | _TallyHolder | None] = contextvars.C
 )
 
 
-def new_tally(holder: _TallyHolder | None = None) -> TokenUsage | None:
-    """Start counting in this context (an engine, for one agent's step).
-
-    Returns the new tally; with ``holder`` (whose ``usage`` is :data:`FRESH`), the tally
-    is made when first used, in ``holder.usage``, and None is returned.
-    """
-    if holder is not None:
-        _tally.set(holder)
-        return None
+def new_tally() -> TokenUsage:
+    """Start counting in this context (an engine, for one agent's step); return the tally."""
     usage = TokenUsage()
     _tally.set(usage)
     return usage
+
+
+#: Start counting in this context into ``holder.usage``, a holder whose ``usage`` is
+#: :data:`FRESH` (see :class:`_TallyHolder`): the tally is made when first used.
+hold_tally: Any = _tally.set
 
 
 def fresh_tally(get: Any, put: Any, holder: Any) -> TokenUsage:

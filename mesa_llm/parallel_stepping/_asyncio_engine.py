@@ -18,7 +18,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from mesa_llm._usage import FRESH, new_tally
+from mesa_llm._usage import FRESH, hold_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown, ended_with
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
@@ -76,6 +76,7 @@ class _AsyncRun:
         "s",
         "sem",
         "tasks",
+        "with_args",
     )
 
     def __init__(
@@ -91,6 +92,7 @@ class _AsyncRun:
         self.method = method
         self.args = args
         self.kwargs = kwargs
+        self.with_args = bool(args or kwargs)
         self.s = s
         self.on_error = s.on_error
         self.sem = sem
@@ -109,10 +111,8 @@ class _AsyncRun:
             task.cancel()
 
     def resolve(self, agent: Any) -> tuple[Callable[..., Any], int]:
-        """:func:`._methods._resolve`, with the last class's lookup kept here."""
+        """:func:`._methods._resolve`, keeping the class's lookup here for the next agents."""
         cls = type(agent)
-        if cls is self.cls:
-            return getattr(agent, self.name), self.kind
         found = _lookup(cls, self.method)
         if found is not None:
             self.cls, (self.name, self.kind) = cls, found
@@ -275,9 +275,9 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
     try:
         # The agent's outcome, made first, holds its tally during the step: a zero tally of
         # its own is made only when an LLM reply is counted or someone reads ``usage``.
-        outcome = AgentOutcome(agent, agent.unique_id, "ok", usage=FRESH)
+        outcome = AgentOutcome(agent, agent.unique_id, "ok", None, None, 0.0, 0.0, FRESH)
         _current_agent.set(agent)  # this task's own context copy
-        new_tally(outcome)  # this agent's step counts its own tokens
+        hold_tally(outcome)  # this agent's step counts its own tokens
         s, sem = run.s, run.sem
         if sem is not None:
             await sem.acquire()
@@ -285,9 +285,12 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
         start = clock()
         hold: _LoopHold | None = None
         try:
-            fn, kind = run.resolve(agent)
+            if type(agent) is run.cls:  # the common case: the last agent's class
+                fn, kind = getattr(agent, run.name), run.kind
+            else:
+                fn, kind = run.resolve(agent)
             if kind == _ASYNC:
-                aw = fn(*run.args, **run.kwargs)
+                aw = fn(*run.args, **run.kwargs) if run.with_args else fn()
                 if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
                     if not inspect.isawaitable(aw):  # a sync a<method>'s plain value
                         raise _not_awaitable(agent, run.method, aw)
@@ -418,18 +421,21 @@ async def _step_async(
     # asyncio's own loops make a task, with no factory, as ``Task(coro, loop=loop)``: made
     # here directly, that spares a Python call per agent (others: ``loop.create_task``).
     direct = factory is None and type(loop).create_task is _BASE_CREATE_TASK
-    for i, a in enumerate(agents):
-        coro = _run_one_async(run, a, i)
-        if run.error is not None or run.abort is not None:
-            task: asyncio.Task[AgentOutcome] = asyncio.Task(coro, loop=loop)
-            task.cancel()
-        elif eager is not None:
-            task = eager(loop, coro)
-        elif direct:
-            task = asyncio.Task(coro, loop=loop)
-        else:
-            task = loop.create_task(coro)
-        tasks.append(task)
+    if direct and eager is None:  # no agent runs before the loop does: nothing to check
+        tasks[:] = [
+            asyncio.Task(_run_one_async(run, a, i), loop=loop) for i, a in enumerate(agents)
+        ]
+    else:
+        for i, a in enumerate(agents):
+            coro = _run_one_async(run, a, i)
+            if run.error is not None or run.abort is not None:
+                task: asyncio.Task[AgentOutcome] = asyncio.Task(coro, loop=loop)
+                task.cancel()
+            elif eager is not None:
+                task = eager(loop, coro)
+            else:
+                task = loop.create_task(coro)
+            tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
