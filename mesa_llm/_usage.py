@@ -118,9 +118,11 @@ class _TallyHolder(Protocol):
 
     The asyncio engine puts each agent's ``AgentOutcome`` here: most agents of a large
     step make no LLM call, and a ``TokenUsage`` made for each of them anyway is an
-    object per agent for the step to build and the garbage collector to walk.
+    object per agent for the step to build and the garbage collector to walk. Its
+    ``agent`` is then also ``current_agent()`` (``parallel_stepping._context``).
     """
 
+    agent: Any
     usage: TokenUsage
 
 

@@ -141,6 +141,39 @@ def test_replies_counted_from_threads_an_agent_starts_all_land_in_its_tally(mode
     assert report.usage.calls == 12
 
 
+class Delegator(Talker):
+    """Asks once as itself and once ``acting_as`` its neighbour, reporting who it was."""
+
+    def step(self) -> None:
+        from mesa_llm.parallel_stepping import acting_as, current_agent
+
+        self.seen = [current_agent()]
+        other = self.model.agents.select(lambda a: a is not self)[0]
+        with acting_as(other):
+            self.seen.append(current_agent())
+            self.llm.generate(f"Agent {self.unique_id} for {other.unique_id}: what now?")
+        self.seen.append(current_agent())
+        self.llm.generate(f"Agent {self.unique_id}: and you?")
+
+
+class AsyncDelegator(Delegator):
+    async def astep(self) -> None:
+        self.step()
+
+
+@pytest.mark.parametrize("cls", [Delegator, AsyncDelegator])
+@pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
+def test_replies_made_acting_as_another_agent_count_in_the_stepping_agents_tally(
+    mode: str, cls: type[Talker]
+) -> None:
+    report, fake = step_once(mode, "provider", cls)
+    for o in report:
+        other = o.agent.seen[1]
+        assert o.agent.seen == [o.agent, other, o.agent] and other is not o.agent
+        assert o.usage is not None and o.usage.calls == 2
+    assert report.usage.calls == len(fake.calls) == 8
+
+
 def scenario_run(mode: str, llm_model: str) -> Any:
     factory = functools.partial(REGISTRY[DEFAULT_SCENARIO], llm_model=llm_model)
     return run_scenario(factory, steps=3, mode=mode, faults=FaultPlan(0.2, seed=3), seed=3)

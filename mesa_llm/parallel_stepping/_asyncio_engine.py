@@ -21,7 +21,7 @@ from typing import Any, Final
 from mesa_llm._usage import FRESH, hold_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown, ended_with
-from mesa_llm.parallel_stepping._context import _current_agent, _depth
+from mesa_llm.parallel_stepping._context import _depth
 from mesa_llm.parallel_stepping._methods import _ASYNC, _lookup, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     OnError,
@@ -276,8 +276,8 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
         # The agent's outcome, made first, holds its tally during the step: a zero tally of
         # its own is made only when an LLM reply is counted or someone reads ``usage``.
         outcome = AgentOutcome(agent, agent.unique_id, "ok", None, None, 0.0, 0.0, FRESH)
-        _current_agent.set(agent)  # this task's own context copy
-        hold_tally(outcome)  # this agent's step counts its own tokens
+        # In this task's own context copy: the agent's tally, and so its current_agent().
+        hold_tally(outcome)
         s, sem = run.s, run.sem
         if sem is not None:
             await sem.acquire()
