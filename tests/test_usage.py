@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -113,6 +114,8 @@ def test_an_agent_without_llm_calls_has_a_zero_tally_of_its_own(
     report = step_agents_parallel_sync(agents, mode=mode)  # type: ignore[arg-type]
     assert report.ok, report.errors
     assert report.usage.to_dict() == TokenUsage().to_dict()
+    # Every field is set, as the constructor sets it (asyncio mode makes outcomes field by field).
+    assert [dataclasses.replace(o) for o in report] == report.outcomes
     tallies = [o.usage for o in report]
     assert all(type(u) is TokenUsage and u == TokenUsage() for u in tallies)
     assert all(o.usage is u for o, u in zip(report, tallies, strict=True))  # the same each read

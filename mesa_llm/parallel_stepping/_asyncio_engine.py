@@ -38,6 +38,7 @@ from mesa_llm.parallel_stepping._report import (
     _is_abort,
     _raise_failure,
     _report,
+    _set_usage,
     _since,
 )
 from mesa_llm.parallel_stepping._state import _stepping
@@ -51,6 +52,7 @@ __all__ = ["step_agents_parallel"]
 _eager_task: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 _COROUTINE: Final = types.CoroutineType
 _BASE_CREATE_TASK: Final = asyncio.BaseEventLoop.create_task
+_new: Final = object.__new__
 
 
 class _AsyncRun:
@@ -274,8 +276,13 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
     countdown.started += 1
     try:
         # The agent's outcome, made first, holds its tally during the step: a zero tally of
-        # its own is made only when an LLM reply is counted or someone reads ``usage``.
-        outcome = AgentOutcome(agent, agent.unique_id, "ok", None, None, 0.0, 0.0, FRESH)
+        # its own is made only when an LLM reply is counted or someone reads ``usage``. Made
+        # field by field (every field of AgentOutcome), without its __init__'s Python call.
+        outcome = _new(AgentOutcome)
+        outcome.agent, outcome.unique_id, outcome.status = agent, agent.unique_id, "ok"
+        outcome.value = outcome.exception = None
+        outcome.elapsed = outcome.blocked = 0.0
+        _set_usage(outcome, FRESH)
         # In this task's own context copy: the agent's tally, and so its current_agent().
         hold_tally(outcome)
         s, sem = run.s, run.sem

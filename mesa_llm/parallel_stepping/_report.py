@@ -80,6 +80,10 @@ AgentOutcome.usage = property(  # type: ignore[assignment]
 )
 
 
+#: ``_set_usage(outcome, usage)``: set the ``usage`` slot itself (no property in between).
+_set_usage: Any = _usage_slot.__set__
+
+
 def _counted(outcome: AgentOutcome) -> TokenUsage | None:
     """The outcome's tally if it counted anything (a fresh tally not made yet counts nothing)."""
     usage = _usage_slot.__get__(outcome)
