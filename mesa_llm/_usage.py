@@ -162,7 +162,7 @@ def fresh_tally(get: Any, put: Any, holder: Any) -> TokenUsage:
 def tally() -> TokenUsage | None:
     """The tally of this context, if an engine started one."""
     usage = _tally.get()
-    if usage is None or type(usage) is TokenUsage:
+    if usage is None or isinstance(usage, TokenUsage):
         return usage
     return usage.usage
 

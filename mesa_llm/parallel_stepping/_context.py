@@ -40,7 +40,7 @@ _loop_blocked: contextvars.ContextVar[bool] = contextvars.ContextVar(
 def current_agent() -> Agent | None:
     """Return the agent whose step is running in this context (asyncio task or worker thread)."""
     held = _tally.get()
-    if held is not None and type(held) is not TokenUsage:  # an asyncio-mode agent's outcome
+    if held is not None and not isinstance(held, TokenUsage):  # an asyncio-mode agent's outcome
         return held.agent  # type: ignore[no-any-return]
     return _current_agent.get()
 
@@ -51,7 +51,7 @@ def acting_as(agent: Agent | None) -> Iterator[Agent | None]:
     held = _tally.get()
     token = _current_agent.set(agent)
     # Inside an asyncio-mode agent's step: its tally, as a plain one, keeps counting.
-    usage_token = None if held is None or type(held) is TokenUsage else _tally.set(held.usage)
+    usage_token = None if held is None or isinstance(held, TokenUsage) else _tally.set(held.usage)
     try:
         yield agent
     finally:

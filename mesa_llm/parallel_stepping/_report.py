@@ -72,7 +72,7 @@ class AgentOutcome:
 # that make no LLM call then cost no ``TokenUsage`` unless someone looks; whoever looks sees
 # one, the same each time, of that outcome alone.
 _usage_slot: Any = AgentOutcome.__dict__["usage"]
-AgentOutcome.usage = property(  # type: ignore[assignment]
+AgentOutcome.usage = property(  # type: ignore[assignment,misc]
     lambda self: fresh_tally(_usage_slot.__get__, _usage_slot.__set__, self),
     _usage_slot.__set__,
     doc="Tokens of the LLM replies ``ModuleLLM`` returned during the agent's step (None: not "
