@@ -39,12 +39,16 @@ class Countdown:
         if self.finished == self.started and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, tasks: list[asyncio.Task[Any]]) -> asyncio.CancelledError | None:
+    async def wait(
+        self, tasks: list[asyncio.Task[Any]], own: bool = False
+    ) -> asyncio.CancelledError | None:
         """Wait until every task is done (then :func:`ended_with` says how each one ended).
 
         Call it right after creating the tasks. If the caller is cancelled meanwhile,
         every task is cancelled and still waited for (as ``gather`` does), and that
-        ``CancelledError`` is returned, for the caller to raise.
+        ``CancelledError`` is returned, for the caller to raise. ``own``: each task runs
+        the counted coroutine itself (no task factory wraps it), so a task is done as
+        soon as its coroutine has counted itself finished.
         """
         cancelled: asyncio.CancelledError | None = None
         try:
@@ -52,9 +56,10 @@ class Countdown:
             if self.finished != self.started:
                 self.waiter = asyncio.get_running_loop().create_future()
                 await self.waiter
-            rest = [task for task in tasks if not task.done()]
-            if rest:  # a loop's task factory that delays first steps: wait the ordinary way
-                await asyncio.wait(rest)
+            if not own or self.finished != len(tasks):
+                rest = [task for task in tasks if not task.done()]
+                if rest:  # a loop's task factory that delays first steps: wait the ordinary way
+                    await asyncio.wait(rest)
         except asyncio.CancelledError as exc:  # the caller is being cancelled
             cancelled = exc
             await _cancel_and_wait(tasks)

@@ -448,7 +448,7 @@ async def _step_async(
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
     # does: also after a failure cancels the rest, and when the caller is cancelled (it
     # cancels the agents, still waits for them, and hands back the CancelledError).
-    cancelled = await run.countdown.wait(tasks)
+    cancelled = await run.countdown.wait(tasks, own=factory is None)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:
