@@ -15,13 +15,14 @@ import contextvars
 import inspect
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from mesa_llm._usage import FRESH, hold_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown, ended_with
 from mesa_llm.parallel_stepping._context import _depth
+from mesa_llm.parallel_stepping._loop_hold import _LoopHold
 from mesa_llm.parallel_stepping._methods import _ASYNC, _lookup, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     OnError,
@@ -217,58 +218,6 @@ async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: fl
         if cm.expired():
             raise AgentTimeoutError(agent, method, timeout) from exc
         raise
-
-
-class _LoopHold:
-    """Drives an agent's coroutine, timing the longest stretch it runs without awaiting.
-
-    Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
-    in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
-    Without a timeout, :func:`_run_one_async` makes the first ``send`` itself and
-    makes a hold only for an agent that suspended (``out``: what it yielded,
-    ``longest``: how long that first ``send`` took); ``await hold`` drives the rest.
-    """
-
-    __slots__ = ("coro", "longest", "out", "started")
-
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        started: bool = False,
-        out: Any = None,
-        longest: float = 0.0,
-    ) -> None:
-        self.coro = coro
-        self.started = started
-        self.out = out  # what the first send yielded (None after ``asyncio.sleep(0)``)
-        self.longest = longest
-
-    def __await__(self) -> Any:
-        coro, clock = self.coro, time.perf_counter
-        out, self.out = self.out, None
-        if not self.started:  # the first send happens here
-            t0 = clock()
-            try:
-                out = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self.longest = clock() - t0
-        while True:
-            try:
-                value, thrown = (yield out), None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and the like: passed to the agent
-                value, thrown = None, exc
-            t0 = clock()
-            try:
-                out = coro.send(value) if thrown is None else coro.throw(thrown)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self.longest = max(self.longest, clock() - t0)
 
 
 async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome:
