@@ -13,9 +13,17 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["TokenUsage", "new_tally", "record_usage", "tally"]
+__all__ = [
+    "FRESH",
+    "TokenUsage",
+    "fresh_tally",
+    "hold_tally",
+    "new_tally",
+    "record_usage",
+    "tally",
+]
 
 
 # One lock for every tally, not one each: a step makes a tally per agent, and a lock per
@@ -92,7 +100,33 @@ class TokenUsage:
         return result
 
 
-_tally: contextvars.ContextVar[TokenUsage | None] = contextvars.ContextVar(
+class _Fresh:
+    """The type of :data:`FRESH`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FRESH"
+
+
+#: In a holder's ``usage`` slot: a zero tally of its own, not made yet (see :func:`fresh_tally`).
+FRESH: Any = _Fresh()
+
+
+class _TallyHolder(Protocol):
+    """What a context's tally may also be: an object whose ``usage`` makes the tally on first use.
+
+    The asyncio engine puts each agent's ``AgentOutcome`` here: most agents of a large
+    step make no LLM call, and a ``TokenUsage`` made for each of them anyway is an
+    object per agent for the step to build and the garbage collector to walk. Its
+    ``agent`` is then also ``current_agent()`` (``parallel_stepping._context``).
+    """
+
+    agent: Any
+    usage: TokenUsage
+
+
+_tally: contextvars.ContextVar[TokenUsage | _TallyHolder | None] = contextvars.ContextVar(
     "mesa_llm_usage", default=None
 )
 
@@ -104,14 +138,38 @@ def new_tally() -> TokenUsage:
     return usage
 
 
+#: Start counting in this context into ``holder.usage``, a holder whose ``usage`` is
+#: :data:`FRESH` (see :class:`_TallyHolder`): the tally is made when first used.
+hold_tally: Any = _tally.set
+
+
+def fresh_tally(get: Any, put: Any, holder: Any) -> TokenUsage:
+    """A holder's tally: ``get(holder)``, or a new zero one put there if it is :data:`FRESH`.
+
+    Made under the tallies' lock, so two threads of one agent's step (its own and a
+    worker it started) never make two tallies and lose one's counts.
+    """
+    usage = get(holder)
+    if usage is FRESH:
+        with _add_lock:
+            usage = get(holder)
+            if usage is FRESH:
+                usage = TokenUsage()
+                put(holder, usage)
+    return usage  # type: ignore[no-any-return]
+
+
 def tally() -> TokenUsage | None:
     """The tally of this context, if an engine started one."""
-    return _tally.get()
+    usage = _tally.get()
+    if usage is None or isinstance(usage, TokenUsage):
+        return usage
+    return usage.usage
 
 
 def record_usage(model: str, response: Any) -> None:
     """Add ``response.usage`` (a litellm ``ModelResponse``) to this context's tally, if any."""
-    usage = _tally.get()
+    usage = tally()
     if usage is None:
         return
     reported = getattr(response, "usage", None)

@@ -130,6 +130,37 @@ def test_disable_from_another_thread_while_a_nested_step_is_in_flight(mode: str)
     assert reports[0].outcomes[0].value == [1, 1, 1]
 
 
+def test_disable_from_another_thread_while_an_async_agents_nested_step_is_in_flight() -> None:
+    # The user's own event loop steps an async agent that steps others: no worker thread
+    # and no library loop thread mark the nested step as nested, only the current agent.
+    model = Model(seed=1)
+    inside, go = threading.Event(), threading.Event()
+    leaves = [AsyncCounter(model) for _ in range(3)]
+
+    class Group(Agent):
+        async def astep(self) -> list[Any]:
+            inside.set()
+            await asyncio.to_thread(go.wait, 5)
+            report = await step_agents_parallel(leaves)  # nested, on the same loop
+            return [o.value for o in report.outcomes]
+
+    reports: list[StepReport] = []
+    outer = threading.Thread(
+        target=lambda: reports.append(asyncio.run(step_agents_parallel([Group(model)]))),
+        daemon=True,
+    )
+    outer.start()
+    assert inside.wait(5)
+    disabler = threading.Thread(target=disable_automatic_parallel_stepping, daemon=True)
+    disabler.start()
+    time.sleep(0.05)  # let the disable start waiting for the step in flight
+    go.set()
+    outer.join(10)
+    disabler.join(10)
+    assert not outer.is_alive() and not disabler.is_alive(), "disable deadlocked"
+    assert reports[0].outcomes[0].value == [1, 1, 1]
+
+
 # --------------------------------------------------------------------------- 3. running loop
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -83,6 +85,96 @@ def test_async_agents_count_their_usage_too(mode: str) -> None:
     report, fake = step_once(mode, "provider", AsyncTalker)
     assert report.usage.calls == len(fake.calls) == 4
     assert all(o.usage is not None and o.usage.calls == 1 for o in report)
+
+
+class Quiet(mesa.Agent):
+    """Makes no LLM call."""
+
+    def step(self) -> None:
+        pass
+
+
+class AsyncQuiet(mesa.Agent):
+    """Makes no LLM call; every other one awaits once."""
+
+    async def astep(self) -> None:
+        if self.unique_id % 2:
+            await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("cls", [Quiet, AsyncQuiet])
+@pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
+def test_an_agent_without_llm_calls_has_a_zero_tally_of_its_own(
+    mode: str, cls: type[mesa.Agent]
+) -> None:
+    from mesa_llm.parallel_stepping import TokenUsage
+
+    model = mesa.Model(seed=1)
+    agents = [cls(model) for _ in range(4)]
+    report = step_agents_parallel_sync(agents, mode=mode)  # type: ignore[arg-type]
+    assert report.ok, report.errors
+    assert report.usage.to_dict() == TokenUsage().to_dict()
+    # Every field is set, as the constructor sets it (asyncio mode makes outcomes field by field).
+    assert [dataclasses.replace(o) for o in report] == report.outcomes
+    tallies = [o.usage for o in report]
+    assert all(type(u) is TokenUsage and u == TokenUsage() for u in tallies)
+    assert all(o.usage is u for o, u in zip(report, tallies, strict=True))  # the same each read
+    assert len({id(u) for u in tallies}) == len(tallies)  # each agent's own
+    tallies[0].add(MODEL, 5, 2)
+    assert [u.calls for u in tallies] == [1, 0, 0, 0]
+    assert report.usage.total_tokens == 7
+
+
+class ThreadedTalker(Talker):
+    """Asks from two threads it starts and from its own task, at once."""
+
+    async def astep(self) -> None:
+        await asyncio.gather(
+            asyncio.to_thread(self.llm.generate, f"Agent {self.unique_id}: left?"),
+            asyncio.to_thread(self.llm.generate, f"Agent {self.unique_id}: right?"),
+            self.llm.agenerate(f"Agent {self.unique_id}: or stay?"),
+        )
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "threading"])
+def test_replies_counted_from_threads_an_agent_starts_all_land_in_its_tally(mode: str) -> None:
+    report, fake = step_once(mode, "provider", ThreadedTalker)
+    assert len(fake.calls) == 12
+    assert [o.usage.calls for o in report] == [3, 3, 3, 3]  # type: ignore[union-attr]
+    assert report.usage.calls == 12
+
+
+class Delegator(Talker):
+    """Asks once as itself and once ``acting_as`` its neighbour, reporting who it was."""
+
+    def step(self) -> None:
+        from mesa_llm.parallel_stepping import acting_as, current_agent
+
+        self.seen = [current_agent()]
+        other = self.model.agents.select(lambda a: a is not self)[0]
+        with acting_as(other):
+            self.seen.append(current_agent())
+            self.llm.generate(f"Agent {self.unique_id} for {other.unique_id}: what now?")
+        self.seen.append(current_agent())
+        self.llm.generate(f"Agent {self.unique_id}: and you?")
+
+
+class AsyncDelegator(Delegator):
+    async def astep(self) -> None:
+        self.step()
+
+
+@pytest.mark.parametrize("cls", [Delegator, AsyncDelegator])
+@pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
+def test_replies_made_acting_as_another_agent_count_in_the_stepping_agents_tally(
+    mode: str, cls: type[Talker]
+) -> None:
+    report, fake = step_once(mode, "provider", cls)
+    for o in report:
+        other = o.agent.seen[1]
+        assert o.agent.seen == [o.agent, other, o.agent] and other is not o.agent
+        assert o.usage is not None and o.usage.calls == 2
+    assert report.usage.calls == len(fake.calls) == 8
 
 
 def scenario_run(mode: str, llm_model: str) -> Any:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["Countdown"]
+__all__ = ["Countdown", "ended_with"]
 
 
 class Countdown:
@@ -40,14 +40,15 @@ class Countdown:
             waiter.set_result(None)
 
     async def wait(
-        self, tasks: list[asyncio.Task[Any]]
-    ) -> tuple[list[Any], asyncio.CancelledError | None]:
-        """Wait until every task is done; return each one's result or exception, in order.
+        self, tasks: list[asyncio.Task[Any]], own: bool = False
+    ) -> asyncio.CancelledError | None:
+        """Wait until every task is done (then :func:`ended_with` says how each one ended).
 
-        Call it right after creating the tasks. A cancelled task gives the
-        ``CancelledError`` it ended with. If the caller is cancelled meanwhile, every
-        task is cancelled and still waited for (as ``gather`` does), and that
-        ``CancelledError`` is returned second, for the caller to raise.
+        Call it right after creating the tasks. If the caller is cancelled meanwhile,
+        every task is cancelled and still waited for (as ``gather`` does), and that
+        ``CancelledError`` is returned, for the caller to raise. ``own``: each task runs
+        the counted coroutine itself (no task factory wraps it), so a task is done as
+        soon as its coroutine has counted itself finished.
         """
         cancelled: asyncio.CancelledError | None = None
         try:
@@ -55,25 +56,27 @@ class Countdown:
             if self.finished != self.started:
                 self.waiter = asyncio.get_running_loop().create_future()
                 await self.waiter
-            rest = [task for task in tasks if not task.done()]
-            if rest:  # a loop's task factory that delays first steps: wait the ordinary way
-                await asyncio.wait(rest)
+            if not own or self.finished != len(tasks):
+                rest = [task for task in tasks if not task.done()]
+                if rest:  # a loop's task factory that delays first steps: wait the ordinary way
+                    await asyncio.wait(rest)
         except asyncio.CancelledError as exc:  # the caller is being cancelled
             cancelled = exc
             await _cancel_and_wait(tasks)
         finally:
             self.waiter = None
-        results: list[Any] = []
-        for task in tasks:
-            if task.cancelled():
-                try:
-                    task.result()
-                except asyncio.CancelledError as cancel:
-                    results.append(cancel)
-            else:
-                error = task.exception()
-                results.append(task.result() if error is None else error)
-        return results, cancelled
+        return cancelled
+
+
+def ended_with(task: asyncio.Task[Any]) -> Any:
+    """A done task's result, or the exception it ended with (a ``CancelledError`` if cancelled)."""
+    if task.cancelled():
+        try:
+            task.result()
+        except asyncio.CancelledError as cancel:
+            return cancel
+    error = task.exception()
+    return task.result() if error is None else error
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:

@@ -15,14 +15,15 @@ import contextvars
 import inspect
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from mesa_llm._usage import new_tally
+from mesa_llm._usage import FRESH, hold_tally
 from mesa_llm.errors import AgentTimeoutError
-from mesa_llm.parallel_stepping._all_done import Countdown
-from mesa_llm.parallel_stepping._context import _current_agent, _depth
-from mesa_llm.parallel_stepping._methods import _ASYNC, _not_awaitable, _resolve
+from mesa_llm.parallel_stepping._all_done import Countdown, ended_with
+from mesa_llm.parallel_stepping._context import _depth
+from mesa_llm.parallel_stepping._loop_hold import _LoopHold
+from mesa_llm.parallel_stepping._methods import _ASYNC, _lookup, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
     OnError,
     _as_list,
@@ -34,12 +35,12 @@ from mesa_llm.parallel_stepping._report import (
     AgentOutcome,
     StepReport,
     _cancelled,
-    _failed,
+    _fail,
     _is_abort,
     _raise_failure,
     _report,
+    _set_usage,
     _since,
-    _succeeded,
 )
 from mesa_llm.parallel_stepping._state import _stepping
 from mesa_llm.parallel_stepping._workers import _pools
@@ -51,17 +52,58 @@ __all__ = ["step_agents_parallel"]
 #: without a task factory of its own.
 _eager_task: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 _COROUTINE: Final = types.CoroutineType
+_BASE_CREATE_TASK: Final = asyncio.BaseEventLoop.create_task
+_new: Final = object.__new__
 
 
 class _AsyncRun:
-    """One asyncio-mode step's shared state: what aborted it, its tasks, their countdown."""
+    """One asyncio-mode step: its call, what aborted it, its tasks, their countdown and outcomes.
 
-    __slots__ = ("abort", "countdown", "error", "error_agent", "method", "on_error", "tasks")
+    ``cls``, ``name`` and ``kind``: the method of the last agent class looked up (the
+    agents of a step are mostly of one class).
+    """
 
-    def __init__(self, method: str, on_error: str) -> None:
+    __slots__ = (
+        "abort",
+        "args",
+        "cls",
+        "countdown",
+        "error",
+        "error_agent",
+        "kind",
+        "kwargs",
+        "method",
+        "name",
+        "on_error",
+        "outcomes",
+        "s",
+        "sem",
+        "tasks",
+        "with_args",
+    )
+
+    def __init__(
+        self,
+        n: int,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        s: _Settings,
+        sem: asyncio.Semaphore | None,
+    ) -> None:
         self.countdown = Countdown()
         self.method = method
-        self.on_error = on_error
+        self.args = args
+        self.kwargs = kwargs
+        self.with_args = bool(args or kwargs)
+        self.s = s
+        self.on_error = s.on_error
+        self.sem = sem
+        self.cls: type | None = None
+        self.name = ""
+        self.kind = _ASYNC
+        #: each agent's outcome, in start order, put there by its coroutine as it ends
+        self.outcomes: list[AgentOutcome | None] = [None] * n
         self.tasks: list[asyncio.Task[AgentOutcome]] | None = None
         self.error: BaseException | None = None  # first failure, in raise mode
         self.error_agent: Any = None
@@ -70,6 +112,14 @@ class _AsyncRun:
     def cancel_all(self) -> None:
         for task in self.tasks or ():
             task.cancel()
+
+    def resolve(self, agent: Any) -> tuple[Callable[..., Any], int]:
+        """:func:`._methods._resolve`, keeping the class's lookup here for the next agents."""
+        cls = type(agent)
+        found = _lookup(cls, self.method)
+        if found is not None:
+            self.cls, (self.name, self.kind) = cls, found
+        return _resolve(agent, self.method)
 
 
 class _Raised:
@@ -173,124 +223,83 @@ async def _with_timeout(aw: Awaitable[Any], agent: Any, method: str, timeout: fl
     return value
 
 
-class _LoopHold:
-    """Drives an agent's coroutine, timing the longest stretch it runs without awaiting.
-
-    Python cannot pre-empt a coroutine that blocks the event loop (a sync SDK call
-    in ``astep``), but it can see it: each ``send`` into the coroutine is timed.
-    Without a timeout, :func:`_run_one_async` makes the first ``send`` itself and
-    makes a hold only for an agent that suspended (``out``: what it yielded,
-    ``longest``: how long that first ``send`` took); ``await hold`` drives the rest.
-    """
-
-    __slots__ = ("coro", "longest", "out", "started")
-
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        started: bool = False,
-        out: Any = None,
-        longest: float = 0.0,
-    ) -> None:
-        self.coro = coro
-        self.started = started
-        self.out = out  # what the first send yielded (None after ``asyncio.sleep(0)``)
-        self.longest = longest
-
-    def __await__(self) -> Any:
-        coro, clock = self.coro, time.perf_counter
-        out, self.out = self.out, None
-        if not self.started:  # the first send happens here
-            t0 = clock()
-            try:
-                out = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self.longest = clock() - t0
-        while True:
-            try:
-                value, thrown = (yield out), None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and the like: passed to the agent
-                value, thrown = None, exc
-            t0 = clock()
-            try:
-                out = coro.send(value) if thrown is None else coro.throw(thrown)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self.longest = max(self.longest, clock() - t0)
-
-
-async def _run_one_async(
-    run: _AsyncRun,
-    agent: Any,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    s: _Settings,
-    sem: asyncio.Semaphore | None,
-) -> AgentOutcome:
+async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome:
     countdown = run.countdown
     countdown.started += 1
     try:
-        _current_agent.set(agent)  # this task's own context copy
-        usage = new_tally()  # this agent's step counts its own tokens
+        # The agent's outcome, made first, holds its tally during the step: a zero tally of
+        # its own is made only when an LLM reply is counted or someone reads ``usage``. Made
+        # field by field (every field of AgentOutcome), without its __init__'s Python call.
+        outcome = _new(AgentOutcome)
+        outcome.agent, outcome.unique_id, outcome.status = agent, agent.unique_id, "ok"
+        outcome.value = outcome.exception = None
+        outcome.elapsed = outcome.blocked = 0.0
+        _set_usage(outcome, FRESH)
+        # In this task's own context copy: the agent's tally, and so its current_agent().
+        hold_tally(outcome)
+        s, sem = run.s, run.sem
         if sem is not None:
             await sem.acquire()
         clock = time.perf_counter
         start = clock()
         hold: _LoopHold | None = None
         try:
-            fn, kind = _resolve(agent, run.method)
+            if type(agent) is run.cls:  # the common case: the last agent's class
+                fn, kind = getattr(agent, run.name), run.kind
+            else:
+                fn, kind = run.resolve(agent)
             if kind == _ASYNC:
-                aw = fn(*args, **kwargs)
+                aw = fn(*run.args, **run.kwargs) if run.with_args else fn()
                 if type(aw) is not _COROUTINE and not inspect.iscoroutine(aw):
                     if not inspect.isawaitable(aw):  # a sync a<method>'s plain value
                         raise _not_awaitable(agent, run.method, aw)
-                    value = await _with_timeout(aw, agent, run.method, s.timeout)
+                    outcome.value = await _with_timeout(aw, agent, run.method, s.timeout)
                 elif s.timeout is None:
                     # No deadline to start before the first send: make it here, and hold
                     # and await only an agent that suspended. Most agents of a large step
-                    # end here: one outcome, no other object.
-                    t0 = clock()
+                    # end here, with no object but their outcome. The stretch it held the
+                    # loop counts from ``start``: calling ``a<method>`` may run code too.
                     try:
                         out = aw.send(None)
                     except StopIteration as stop:
-                        end = clock()
-                        return _succeeded(agent, stop.value, end - start, end - t0, usage)
+                        outcome.value = stop.value
+                        outcome.blocked = outcome.elapsed = clock() - start
+                        run.outcomes[index] = outcome
+                        return outcome
                     except BaseException:
-                        hold = _LoopHold(aw, True, None, clock() - t0)  # for its ``longest``
+                        hold = _LoopHold(aw, True, None, clock() - start)  # for its ``longest``
                         raise
-                    hold = _LoopHold(aw, True, out, clock() - t0)
-                    value = await hold
+                    hold = _LoopHold(aw, True, out, clock() - start)
+                    outcome.value = await hold
                 else:
-                    value = await _with_timeout(hold := _LoopHold(aw), agent, run.method, s.timeout)
+                    hold = _LoopHold(aw)
+                    outcome.value = await _with_timeout(hold, agent, run.method, s.timeout)
+                outcome.elapsed = clock() - start
             else:
-                value = await _call_async(fn, kind, agent, run.method, args, kwargs, s)
-                if type(value) is _Raised:
-                    exc = value.exc
-                    if not _is_abort(exc):
-                        return _failed_async(run, agent, exc, start)
-                    return _aborted_async(run, agent, exc, start)
-            outcome = _succeeded(agent, value, _since(start), usage=usage)
+                value = await _call_async(fn, kind, agent, run.method, run.args, run.kwargs, s)
+                if type(value) is not _Raised:
+                    outcome.value = value
+                    outcome.elapsed = clock() - start
+                elif not _is_abort(value.exc):
+                    _failed_async(run, outcome, value.exc, start)
+                else:
+                    _aborted_async(run, outcome, value.exc, start)
         except Exception as exc:
-            outcome = _failed_async(run, agent, exc, start)
+            _failed_async(run, outcome, exc, start)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 raise
             # The agent's own code raised CancelledError without this step being cancelled.
-            outcome = _failed_async(run, agent, exc, start)
+            _failed_async(run, outcome, exc, start)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop the step, re-raise later
-            outcome = _aborted_async(run, agent, exc, start)
+            _aborted_async(run, outcome, exc, start)
         finally:
             if sem is not None:
                 sem.release()
         if hold is not None:
             outcome.blocked = hold.longest
+        run.outcomes[index] = outcome
         return outcome
     finally:
         countdown.finished += 1
@@ -298,17 +307,21 @@ async def _run_one_async(
             countdown.wake_if_done()
 
 
-def _aborted_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
+def _aborted_async(
+    run: _AsyncRun, outcome: AgentOutcome, exc: BaseException, start: float
+) -> AgentOutcome:
     if run.abort is None:
         run.abort = exc
     run.cancel_all()
-    return _failed(agent, exc, _since(start))
+    return _fail(outcome, exc, _since(start))
 
 
-def _failed_async(run: _AsyncRun, agent: Any, exc: BaseException, start: float) -> AgentOutcome:
-    outcome = _failed(agent, exc, _since(start))
+def _failed_async(
+    run: _AsyncRun, outcome: AgentOutcome, exc: BaseException, start: float
+) -> AgentOutcome:
+    _fail(outcome, exc, _since(start))
     if run.on_error == "raise" and run.error is None:
-        run.error, run.error_agent = exc, agent
+        run.error, run.error_agent = exc, outcome.agent
         run.cancel_all()
     return outcome
 
@@ -347,12 +360,12 @@ async def _step_async(
 ) -> StepReport:
     if not agents:
         return StepReport([], method, "asyncio")
-    run = _AsyncRun(method, s.on_error)
     sem = (
         asyncio.Semaphore(s.max_concurrency)
         if s.max_concurrency is not None and s.max_concurrency < len(agents)
         else None
     )
+    run = _AsyncRun(len(agents), method, args, kwargs, s, sem)
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[AgentOutcome]] = []
     run.tasks = tasks
@@ -362,23 +375,32 @@ async def _step_async(
     # one has aborted the step or failed it in raise mode, the rest are made cancelled and
     # never start (not through the factory, which may start them eagerly), as a lazy start
     # cancels them before their first step.
-    eager = _eager_task if loop.get_task_factory() is None else None
-    for a in agents:
-        coro = _run_one_async(run, a, args, kwargs, s, sem)
-        if run.error is not None or run.abort is not None:
-            task: asyncio.Task[AgentOutcome] = asyncio.Task(coro, loop=loop)
-            task.cancel()
-        elif eager is not None:
-            task = eager(loop, coro)
-        else:
-            task = loop.create_task(coro)
-        tasks.append(task)
+    factory = loop.get_task_factory()
+    eager = _eager_task if factory is None else None
+    # asyncio's own loops make a task, with no factory, as ``Task(coro, loop=loop)``: made
+    # here directly, that spares a Python call per agent (others: ``loop.create_task``).
+    direct = factory is None and type(loop).create_task is _BASE_CREATE_TASK
+    if direct and eager is None:  # no agent runs before the loop does: nothing to check
+        tasks[:] = [
+            asyncio.Task(_run_one_async(run, a, i), loop=loop) for i, a in enumerate(agents)
+        ]
+    else:
+        for i, a in enumerate(agents):
+            coro = _run_one_async(run, a, i)
+            if run.error is not None or run.abort is not None:
+                task: asyncio.Task[AgentOutcome] = asyncio.Task(coro, loop=loop)
+                task.cancel()
+            elif eager is not None:
+                task = eager(loop, coro)
+            else:
+                task = loop.create_task(coro)
+            tasks.append(task)
     if run.error is not None or run.abort is not None:  # eager task factories run tasks early
         run.cancel_all()
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
     # does: also after a failure cancels the rest, and when the caller is cancelled (it
     # cancels the agents, still waits for them, and hands back the CancelledError).
-    results, cancelled = await run.countdown.wait(tasks)
+    cancelled = await run.countdown.wait(tasks, own=factory is None)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:
@@ -389,8 +411,9 @@ async def _step_async(
         _raise_failure(run.error, run.error_agent, method)
     # A task ends cancelled, not with an outcome, only if someone else cancelled it:
     # this step cancels its tasks only to abort or in raise mode, and raised above.
-    outcomes = [
-        r if type(r) is AgentOutcome else _cancelled(a, r)
-        for r, a in zip(results, agents, strict=True)
-    ]
-    return _report(outcomes, method, "asyncio", s)
+    outcomes = run.outcomes
+    if None in outcomes:
+        for i, o in enumerate(outcomes):
+            if o is None:
+                outcomes[i] = _cancelled(agents[i], ended_with(tasks[i]))
+    return _report(outcomes, method, "asyncio", s)  # type: ignore[arg-type]

@@ -21,24 +21,7 @@ _resolve_cache: dict[tuple[type, str], tuple[str, int] | None] = {}
 
 def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
     """Find ``a<method>`` (async: called, its result awaited) or ``<method>``; cached per class."""
-    cls = type(agent)
-    key = (cls, method)
-    try:
-        found = _resolve_cache[key]
-    except KeyError:
-        found = None
-        for name in (f"a{method}", method):
-            attr = getattr(cls, name, None)
-            if attr is None or not callable(attr):
-                continue
-            if name == method:
-                found = (name, _ASYNC if inspect.iscoroutinefunction(attr) else _SYNC)
-            elif _sync_overrides_fallback(cls, attr, name, method):
-                continue
-            else:
-                found = (name, _ASYNC)
-            break
-        _resolve_cache[key] = found
+    found = _lookup(type(agent), method)
     if found is None:
         # Instance attributes (rare) are honoured too; never skip an agent silently.
         fn = getattr(agent, method, None)
@@ -46,6 +29,29 @@ def _resolve(agent: Any, method: str) -> tuple[Callable[..., Any], int]:
             return fn, _ASYNC if inspect.iscoroutinefunction(fn) else _SYNC
         raise AgentMethodMissingError(agent, method)
     return getattr(agent, found[0]), found[1]
+
+
+def _lookup(cls: type, method: str) -> tuple[str, int] | None:
+    """The name and kind (``_ASYNC``/``_SYNC``) of the method a step calls on ``cls``, if any."""
+    key = (cls, method)
+    try:
+        return _resolve_cache[key]
+    except KeyError:
+        pass
+    found = None
+    for name in (f"a{method}", method):
+        attr = getattr(cls, name, None)
+        if attr is None or not callable(attr):
+            continue
+        if name == method:
+            found = (name, _ASYNC if inspect.iscoroutinefunction(attr) else _SYNC)
+        elif _sync_overrides_fallback(cls, attr, name, method):
+            continue
+        else:
+            found = (name, _ASYNC)
+        break
+    _resolve_cache[key] = found
+    return found
 
 
 def _not_awaitable(agent: Any, method: str, value: Any) -> TypeError:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
-from mesa_llm._usage import TokenUsage, tally
+from mesa_llm._usage import FRESH, TokenUsage, fresh_tally, tally
 from mesa_llm.errors import AgentTimeoutError, CircuitOpenError
 
 if TYPE_CHECKING:
@@ -66,6 +66,30 @@ class AgentOutcome:
         )
 
 
+# ``usage`` is read through a property over its slot: an outcome made with ``usage=FRESH``
+# (the asyncio engine's, which is also the agent's tally holder during its step, see
+# ``mesa_llm._usage``) makes its own zero tally when first read or first counted in. Agents
+# that make no LLM call then cost no ``TokenUsage`` unless someone looks; whoever looks sees
+# one, the same each time, of that outcome alone.
+_usage_slot: Any = AgentOutcome.__dict__["usage"]
+AgentOutcome.usage = property(  # type: ignore[assignment,misc]
+    lambda self: fresh_tally(_usage_slot.__get__, _usage_slot.__set__, self),
+    _usage_slot.__set__,
+    doc="Tokens of the LLM replies ``ModuleLLM`` returned during the agent's step (None: not "
+    "counted, e.g. an agent cancelled before it started).",
+)
+
+
+#: ``_set_usage(outcome, usage)``: set the ``usage`` slot itself (no property in between).
+_set_usage: Any = _usage_slot.__set__
+
+
+def _counted(outcome: AgentOutcome) -> TokenUsage | None:
+    """The outcome's tally if it counted anything (a fresh tally not made yet counts nothing)."""
+    usage = _usage_slot.__get__(outcome)
+    return None if usage is FRESH else usage  # type: ignore[no-any-return]
+
+
 @dataclass(slots=True)
 class StepReport:
     """One :class:`AgentOutcome` per agent, in the order the agents were started."""
@@ -106,7 +130,7 @@ class StepReport:
     @property
     def usage(self) -> TokenUsage:
         """Prompt and completion tokens of every agent's LLM replies in this step, summed."""
-        return TokenUsage.total(o.usage for o in self.outcomes)
+        return TokenUsage.total(map(_counted, self.outcomes))
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -160,6 +184,15 @@ def _failed(agent: Any, exc: BaseException, elapsed: float) -> AgentOutcome:
     """The outcome of an agent that raised ``exc`` (its status says error, timeout or cancelled)."""
     status = _status_of(exc, agent)
     return AgentOutcome(agent, agent.unique_id, status, None, exc, elapsed, usage=tally())
+
+
+def _fail(outcome: AgentOutcome, exc: BaseException, elapsed: float) -> AgentOutcome:
+    """Make ``outcome`` (made before its agent ran) say that the agent raised ``exc``."""
+    outcome.status = _status_of(exc, outcome.agent)
+    outcome.value = None
+    outcome.exception = exc
+    outcome.elapsed = elapsed
+    return outcome
 
 
 def _cancelled(agent: Any, exc: BaseException | None = None) -> AgentOutcome:

@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
-from mesa_llm.parallel_stepping._context import _current_agent, _depth
+from mesa_llm.parallel_stepping._context import _depth, current_agent
 from mesa_llm.parallel_stepping._loop_thread import _LoopThread
 from mesa_llm.parallel_stepping._options import _Settings
 from mesa_llm.parallel_stepping._workers import _pools
@@ -40,7 +40,7 @@ def _set_enabled(settings: _Settings | None) -> None:
 def _stepping() -> Iterator[None]:
     """Count a step in flight, so that disabling waits for it instead of cancelling it."""
     global _in_flight
-    nested = _depth.get() > 0 or _current_agent.get() is not None or _on_loop_thread()
+    nested = _depth.get() > 0 or current_agent() is not None or _on_loop_thread()
     with _idle:
         # A disable in progress goes first, but waits for the steps in flight: a step
         # nested inside one of them must go on, or the two would wait for each other.
