@@ -52,7 +52,9 @@ SPILL: bool = hasattr(os, "pread") and hasattr(os, "pwrite")
 PER_AGENT: Final = PER_AGENT_FIELDS
 
 _RECENT = 2  # unpacked steps kept for repeated reads
-_recent: OrderedDict[int, tuple[PackedStep, dict[str, Any]]] = OrderedDict()
+# Weak references: the cache must not keep a dropped trace's step (and the run's
+# temporary file, closed when its last packed step goes) alive.
+_recent: OrderedDict[int, tuple[weakref.ref[PackedStep], dict[str, Any]]] = OrderedDict()
 _recent_lock = threading.Lock()
 
 
@@ -202,14 +204,14 @@ def _fields(step: PackedStep) -> dict[str, Any]:
     key = id(step)
     with _recent_lock:
         hit = _recent.get(key)
-        if hit is not None and hit[0] is step:
+        if hit is not None and hit[0]() is step:
             _recent.move_to_end(key)
             return hit[1]
     fields = pickle.loads(zlib.decompress(step._packed_payload() or b""))
     if "population" in step.__dict__:
         fields["population"] = step.__dict__["population"]
     with _recent_lock:
-        _recent[key] = (step, fields)
+        _recent[key] = (weakref.ref(step), fields)
         _recent.move_to_end(key)
         while len(_recent) > _RECENT:
             _recent.popitem(last=False)

@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import random
+import tempfile
 import tracemalloc
 from pathlib import Path
 
@@ -195,12 +196,31 @@ def test_packed_steps_of_a_long_run_hold_almost_no_memory() -> None:
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
 def test_a_long_runs_temporary_file_goes_with_its_trace() -> None:
     gc.collect()
-    before = len(os.listdir("/proc/self/fd"))
+    before = _open_deleted_temporary_files()
     rnd = random.Random(SEED)
     steps = [big_step(n, rnd) for n in range(1, 30)]
     pack_finished_steps(steps)
-    assert len(os.listdir("/proc/self/fd")) == before + 1
+    new = _open_deleted_temporary_files() - before
+    assert len(new) == 1, new  # one unnamed file for the whole run, not one per step
     assert len(steps[3].llm_calls) == 1_000  # read back from it
     del steps
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert not new & _open_deleted_temporary_files()  # closed with its trace
+
+
+def _open_deleted_temporary_files() -> set[tuple[str, str]]:
+    """(fd, target) of this process's open, already deleted files in the temporary directory.
+
+    Not a count of every open fd: another test's socket or file closed meanwhile (by the
+    garbage collector or a background thread) would change that count.
+    """
+    tmp = os.path.realpath(tempfile.gettempdir())
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed since the listing (such as the listing's own fd)
+            continue
+        if target.startswith(tmp + os.sep) and target.endswith(" (deleted)"):
+            found.add((fd, target))
+    return found
