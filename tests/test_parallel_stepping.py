@@ -847,16 +847,18 @@ def test_a_sync_agents_timeout_counts_from_its_start_not_its_queueing(mode: str)
 
     class Short(Agent):
         def step(self) -> None:
-            time.sleep(0.1)
+            time.sleep(0.02)
             if returned.is_set():
                 ran_after.append(self.unique_id)
 
-    # 6 rounds of 2 workers: the last start at ~0.5 s, past the timeout counted from queueing,
-    # while each agent runs 0.1 s: a 4x margin under its own timeout.
-    agents = [Short(m) for _ in range(12)]
+    # 25 rounds of 2 workers: the last start at ~0.5 s, past the timeout counted from queueing
+    # (a loaded machine only starts it later), while each agent runs 0.02 s: a 20x margin
+    # under its own timeout, so a stall of the process (seen: one of 50 runs under load
+    # timed out at 0.1 s per agent) does not time it out.
+    agents = [Short(m) for _ in range(50)]
     report = step_agents_parallel_sync(agents, mode=mode, timeout=0.4, max_workers=2)  # type: ignore[arg-type]
     returned.set()
-    assert [o.status for o in report.outcomes] == ["ok"] * 12
+    assert [o.status for o in report.outcomes] == ["ok"] * 50
     time.sleep(0.2)
     assert ran_after == []
 

@@ -35,7 +35,7 @@ CLIENT = textwrap.dedent(
 
     model = REGISTRY[DEFAULT_SCENARIO](
         seed=3, n_agents=6, llm_model="openai/gpt-4o-mini", retry=RetryPolicy(max_attempts=1),
-        llm_kwargs={"api_base": sys.argv[1], "api_key": "sk-fake", "timeout": 0.5},
+        llm_kwargs={"api_base": sys.argv[1], "api_key": "sk-fake", "timeout": 1.0},
     )
     model.parallel_stepping = True
     failed = []

@@ -363,18 +363,24 @@ def test_sequential_mode_runs_one_at_a_time_in_mesas_order_isolated_and_reported
 
 def test_sequential_mode_times_out_sync_and_async_agents() -> None:
     model = Model(seed=1)
+    release = threading.Event()
 
     class Slow(Agent):
         def step(self) -> None:
-            time.sleep(0.3)
+            # Held until the step has returned: however late a loaded machine lets the
+            # caller see its deadline, it cannot have finished (a 0.3 s sleep could).
+            release.wait(5)
 
     class SlowAsync(Agent):
         async def astep(self) -> None:
             await asyncio.sleep(5)
 
-    report = step_agents_parallel_sync(
-        [Slow(model), SlowAsync(model), AsyncCounter(model)], mode="sequential", timeout=0.05
-    )
+    try:
+        report = step_agents_parallel_sync(
+            [Slow(model), SlowAsync(model), AsyncCounter(model)], mode="sequential", timeout=0.05
+        )
+    finally:
+        release.set()
     assert [o.status for o in report.outcomes] == ["timeout", "timeout", "ok"]
 
 
