@@ -151,7 +151,7 @@ class Delegator(Talker):
         from mesa_llm.parallel_stepping import acting_as, current_agent
 
         self.seen = [current_agent()]
-        other = self.model.agents.select(lambda a: a is not self)[0]
+        other = next(a for a in self.model.agents if a is not self)
         with acting_as(other):
             self.seen.append(current_agent())
             self.llm.generate(f"Agent {self.unique_id} for {other.unique_id}: what now?")
