@@ -98,7 +98,7 @@ def run_step(model: Model, fake: FakeCore, recorder: Recorder, mode: str) -> Ste
         population=population,
         seconds=seconds,
         mode=mode,
-        usage=TokenUsage.total(o.usage for report in reports for o in report.outcomes).to_dict(),
+        usage=TokenUsage.total(report.usage for report in reports).to_dict(),
         limited=_limited_since(fake, limited_before),
     )
 
