@@ -284,7 +284,7 @@ def test_marker_typo_or_bad_value_is_a_clear_error(pytester: pytest.Pytester) ->
             pass
         """
     )
-    result = pytester.runpytest_inprocess()
+    result = pytester.runpytest_inprocess("-p", "no:randomly")  # the errors in file order
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(
         [
@@ -349,7 +349,8 @@ def test_stepping_mode_parametrizes_and_turns_automatic_stepping_off(
             assert mesa.agent.AgentSet.__dict__["shuffle_do"] is MESA_SHUFFLE_DO
         """
     )
-    result = pytester.runpytest_inprocess("-v")
+    # In file order (pytest-randomly, if installed, would shuffle): test_restored runs last.
+    result = pytester.runpytest_inprocess("-v", "-p", "no:randomly")
     result.stdout.fnmatch_lines(["*test_mode?asyncio? PASSED*", "*test_mode?threading? PASSED*"])
     result.assert_outcomes(passed=3)
 
