@@ -346,11 +346,12 @@ class RateLimiter:
             permit._released = True
             self._in_flight -= 1
             entry = permit._entry
+            now = self._clock()
+            self._expire(now)  # in flight past its window: now overdue, whoever looked before
             entry.in_flight = False
             if entry in self._overdue:  # the provider may have counted it just now
                 self._overdue.remove(entry)
                 window = self._window
-                now = self._clock()
                 entry.start = max(now, window[-1].start) if window else now  # keep the order
                 window.append(entry)
             if self._queue:

@@ -94,6 +94,17 @@ class MarkerOptions:
         return cls(**marker.kwargs)
 
 
+def _starts_workers(config: pytest.Config) -> bool:
+    """Whether this is an xdist controller that will start workers (``-n N`` or ``--tx``).
+
+    Asked in the controller, so a refusal is one usage error, not a "node down" traceback
+    from every worker. ``--dist`` alone (say in ``addopts``) starts none.
+    """
+    option = config.option
+    wants = bool(getattr(option, "numprocesses", None)) or bool(getattr(option, "tx", None))
+    return wants and getattr(option, "dist", "no") != "no"
+
+
 def read_settings(config: pytest.Config) -> FaultSettings:
     rate_text, rate_source = _raw_value(config, "faults")
     kinds_text, kinds_source = _raw_value(config, "fault_kinds")
@@ -101,10 +112,7 @@ def read_settings(config: pytest.Config) -> FaultSettings:
     replay_text, replay_source = _raw_value(config, "replay")
     record_text, record_source = _raw_value(config, "record")
     cassette_text, cassette_source = _raw_value(config, "cassette")
-    # Refused in the controller (xdist has set ``dist`` by now), so the user sees one
-    # usage error instead of a "node down" traceback from every worker.
-    distributed = getattr(config.option, "dist", "no") != "no"
-    if record_text is not None and (distributed or hasattr(config, "workerinput")):
+    if record_text is not None and (_starts_workers(config) or hasattr(config, "workerinput")):
         raise pytest.UsageError(
             f"{LIBRARY}: {record_source}={record_text}: record without pytest-xdist workers "
             "(-p no:xdist or -n 0), so the cassette is written by one process"

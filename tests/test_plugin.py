@@ -193,6 +193,15 @@ def test_recording_under_xdist_workers_is_one_usage_error_before_any_worker_star
     assert "node down" not in result.stdout.str() + result.stderr.str()
 
 
+def test_recording_with_dist_in_addopts_but_no_workers_records(pytester: pytest.Pytester) -> None:
+    # A project whose CI adds -n: its addopts name a --dist mode, which starts no worker.
+    pytester.makeini(INI + "addopts = -p xdist --dist loadfile\n")
+    pytester.makepyfile("def test_ok(fake_llm): pass")
+    result = pytester.runpytest_inprocess("--mesa-llm-record=calls.jsonl")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "calls.jsonl").is_file()
+
+
 def test_options_are_settable_in_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         INI + "mesa_llm_faults = 0.5\nmesa_llm_seed = 99\nmesa_llm_fault_kinds = timeout\n"

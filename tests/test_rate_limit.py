@@ -95,6 +95,16 @@ def test_a_request_held_up_past_its_window_counts_until_a_window_after_its_relea
     assert list(fake.limited) == [] and fake.call_count == 4
 
 
+def test_a_request_released_after_its_window_counts_on_though_nobody_looked_meanwhile() -> None:
+    clock = FakeClock(start=0.0)
+    shared = limiter(clock, rpm=1)
+    slow = shared.acquire()
+    clock.advance(70)  # past its window, with no call to the limiter in between
+    slow.release()
+    shared.acquire().release()
+    assert clock.now == 130.0  # a window after the release, not at once
+
+
 def test_a_request_in_flight_past_its_window_waits_for_its_release_to_make_room() -> None:
     clock = FakeClock(start=0.0)
     shared = limiter(clock, rpm=1, tpm=10)

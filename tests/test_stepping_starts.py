@@ -128,6 +128,38 @@ def test_without_a_loop_task_factory_agents_start_as_their_tasks_are_made() -> N
     assert seen == ([1, 2, 3, 4] if EAGER is not None else [4, 4, 4, 4])
 
 
+def test_a_loop_class_with_its_own_create_task_makes_every_agents_task_and_the_step_waits() -> None:
+    """A loop subclass that wraps each task's coroutine (tracing, as uvloop-like loops do)."""
+    log: list[str] = []
+
+    class TracingLoop(asyncio.SelectorEventLoop):
+        def create_task(self, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            async def traced() -> Any:
+                log.append("start")
+                try:
+                    return await coro
+                finally:
+                    await asyncio.sleep(0)  # an async clean-up (flushing a span)
+                    log.append("end")
+
+            return super().create_task(traced(), **kwargs)
+
+    agents = [Recorder(Model(seed=1), []) for _ in range(3)]
+
+    async def main() -> tuple[Any, list[asyncio.Task[Any]]]:
+        report = await step_agents_parallel(agents)
+        return report, [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    with asyncio.Runner(loop_factory=TracingLoop) as runner:
+        log.clear()  # the runner's own main task went through create_task too
+        report, left = runner.run(main())
+        traced = list(log)
+    assert report.ok and [o.value for o in report] == [a.unique_id for a in agents]
+    assert left == []  # nothing of the step outlived it
+    # main() and the 3 agents, all through create_task, all ended (clean-ups included).
+    assert traced.count("start") == traced.count("end") == 4
+
+
 # ------------------------------------------------------------------ a<method> behind a decorator
 
 

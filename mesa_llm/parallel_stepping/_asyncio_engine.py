@@ -49,7 +49,7 @@ __all__ = ["step_agents_parallel"]
 
 #: ``asyncio.eager_task_factory`` (Python 3.12+): agents that never suspend finish as
 #: their task is created, without a trip through the event loop. Used only on a loop
-#: without a task factory of its own.
+#: without a task factory or a ``create_task`` of its own.
 _eager_task: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 _COROUTINE: Final = types.CoroutineType
 _BASE_CREATE_TASK: Final = asyncio.BaseEventLoop.create_task
@@ -376,10 +376,11 @@ async def _step_async(
     # never start (not through the factory, which may start them eagerly), as a lazy start
     # cancels them before their first step.
     factory = loop.get_task_factory()
-    eager = _eager_task if factory is None else None
     # asyncio's own loops make a task, with no factory, as ``Task(coro, loop=loop)``: made
-    # here directly, that spares a Python call per agent (others: ``loop.create_task``).
+    # here directly, that spares a Python call per agent. A loop whose class has its own
+    # ``create_task`` (tracing, uvloop) or a factory makes every agent's task itself.
     direct = factory is None and type(loop).create_task is _BASE_CREATE_TASK
+    eager = _eager_task if direct else None
     if direct and eager is None:  # no agent runs before the loop does: nothing to check
         tasks[:] = [
             asyncio.Task(_run_one_async(run, a, i), loop=loop) for i, a in enumerate(agents)
@@ -400,7 +401,9 @@ async def _step_async(
     # countdown.wait() finishes only when every agent has, as gather(return_exceptions=True)
     # does: also after a failure cancels the rest, and when the caller is cancelled (it
     # cancels the agents, still waits for them, and hands back the CancelledError).
-    cancelled = await run.countdown.wait(tasks, own=factory is None)
+    # Our own tasks (no factory, no create_task of a loop subclass in between) run exactly
+    # the coroutines that count themselves done: no scan of the tasks is needed after.
+    cancelled = await run.countdown.wait(tasks, own=direct)
     # Raised outside any except block so the agent's exception keeps its own
     # __context__ and traceback.
     if run.abort is not None:

@@ -37,6 +37,10 @@ class AgentOutcome:
     ``blocked`` is the longest stretch, in seconds, that the agent's async method
     held the event loop without awaiting (asyncio mode only; 0.0 otherwise). While
     it does, no other agent runs and no timeout can fire.
+
+    Treat an outcome as read-only. In asyncio mode it is also the agent's context during
+    its step: tasks the agent started and left running keep counting their tokens into
+    its ``usage`` and take ``current_agent()`` from its ``agent``.
     """
 
     agent: Any
