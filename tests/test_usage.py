@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import os
 import signal
+import threading
 import warnings
 from typing import Any
 
@@ -54,6 +55,31 @@ def step_once(mode: str, layer: str, cls: type[Talker] = Talker) -> tuple[Any, F
         report = step_agents_parallel_sync(agents, mode=mode)  # type: ignore[arg-type]
     assert report.ok, report.errors
     return report, fake
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
+def test_a_sync_agent_that_times_out_reports_the_replies_it_had_counted(mode: str) -> None:
+    release, done = threading.Event(), threading.Event()
+
+    class Stuck(Talker):
+        def step(self) -> None:
+            self.llm.generate(f"Agent {self.unique_id}: one question, then a hang")
+            release.wait(10)
+            done.set()
+
+    try:
+        with FakeLLM(seed=1, faults=FaultPlan(0.0)).activate():
+            model = mesa.Model(seed=1)
+            stuck, talker = Stuck(model, None), Talker(model, None)
+            report = step_agents_parallel_sync([stuck, talker], mode=mode, timeout=0.2)  # type: ignore[arg-type]
+            release.set()
+            assert done.wait(10)  # its reply is counted by now, whenever the deadline fell
+    finally:
+        release.set()
+    assert [o.status for o in report] == ["timeout", "ok"]
+    stuck_usage = report.outcomes[0].usage
+    assert stuck_usage is not None and stuck_usage.calls == 1
+    assert stuck_usage is not report.outcomes[1].usage
 
 
 @pytest.mark.parametrize("layer", ["provider", "http"])

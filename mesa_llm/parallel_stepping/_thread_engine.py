@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from mesa_llm._usage import new_tally
+from mesa_llm._usage import TokenUsage, new_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._asyncio_engine import _with_timeout
 from mesa_llm.parallel_stepping._context import _current_agent, _depth
@@ -49,7 +49,7 @@ __all__ = ["step_agents_multithreaded"]
 class _ThreadRun:
     """Shared state of one threading-mode step."""
 
-    __slots__ = ("args", "kwargs", "method", "pool", "started", "stop", "timeout")
+    __slots__ = ("args", "kwargs", "method", "pool", "started", "stop", "tallies", "timeout")
 
     # An async agent's own loop cancels it at the deadline; the coordinator only steps
     # in this much later, for agents that block their loop.
@@ -63,6 +63,8 @@ class _ThreadRun:
         self.kwargs = kwargs
         self.timeout = s.timeout
         self.started: list[float | None] = [None] * n
+        # Each agent's tally, for the outcome of one that times out (made by the coordinator).
+        self.tallies: list[TokenUsage | None] = [None] * n
         self.stop = False  # set on abort or first failure in raise mode: start nothing more
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -71,7 +73,7 @@ def _run_one_threaded(run: _ThreadRun, agent: Any, index: int) -> AgentOutcome:
     if run.stop:
         return _cancelled(agent)
     _current_agent.set(agent)  # runs inside a copied context
-    new_tally()  # this agent's step counts its own tokens
+    run.tallies[index] = new_tally()  # this agent's step counts its own tokens
     _depth.set(_depth.get() + 1)
     method = run.method
     start = time.perf_counter()
@@ -237,5 +239,6 @@ def _collect_threaded(
                     agent = agents[index[f]]
                     exc = AgentTimeoutError(agent, run.method, timeout)
                     results[index[f]] = outcome = _failed(agent, exc, now - t)
+                    outcome.usage = run.tallies[index[f]]  # still counting, as in asyncio mode
                     _raise_if_fatal(outcome, run.method, s)
     return [r for r in results if r is not None]
