@@ -82,6 +82,33 @@ def test_a_sync_agent_that_times_out_reports_the_replies_it_had_counted(mode: st
     assert stuck_usage is not report.outcomes[1].usage
 
 
+def test_an_agent_cancelled_from_outside_keeps_the_replies_it_had_counted() -> None:
+    tasks: dict[Any, asyncio.Task[Any]] = {}
+
+    class Waits(AsyncTalker):
+        async def astep(self) -> None:
+            tasks[self.unique_id] = asyncio.current_task()  # type: ignore[assignment]
+            await self.llm.agenerate(f"Agent {self.unique_id}: one question, then a wait")
+            await asyncio.Event().wait()
+
+    class Canceller(AsyncTalker):
+        async def astep(self) -> None:
+            await self.llm.agenerate(f"Agent {self.unique_id}: and one more")
+            while not tasks:
+                await asyncio.sleep(0)
+            for task in tasks.values():  # cancelled by something outside the step
+                task.cancel()
+
+    with FakeLLM(seed=1, faults=FaultPlan(0.0)).activate():
+        model = mesa.Model(seed=1)
+        agents = [Waits(model, None), Canceller(model, None)]
+        report = step_agents_parallel_sync(agents, mode="asyncio")
+    assert [o.status for o in report] == ["cancelled", "ok"]
+    cancelled = report.outcomes[0].usage
+    assert cancelled is not None and cancelled.calls == 1
+    assert report.usage.calls == 2
+
+
 @pytest.mark.parametrize("layer", ["provider", "http"])
 @pytest.mark.parametrize("mode", ["asyncio", "threading", "sequential"])
 def test_step_report_usage_sums_each_agents_replies(mode: str, layer: str) -> None:

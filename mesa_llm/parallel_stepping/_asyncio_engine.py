@@ -289,6 +289,9 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is None or task.cancelling():
+                # Cancelled from outside (or by this step): the task ends cancelled, and
+                # its outcome, with the tokens it had counted, says so.
+                run.outcomes[index] = _fail(outcome, exc, _since(start))
                 raise
             # The agent's own code raised CancelledError without this step being cancelled.
             _failed_async(run, outcome, exc, start)
