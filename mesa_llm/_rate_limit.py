@@ -5,12 +5,11 @@ loop they run on), so a thousand agents queue for their turn instead of stampedi
 provider into 429s. Waiting is FIFO: only the request at the head of the queue may be
 admitted, so a large request is not starved by small ones behind it.
 
-A request counts against ``rpm`` and ``tpm`` from the moment it is admitted, for one
-window. The provider counts it when it arrives, which can be later: a request held up
+A request counts against ``rpm`` and ``tpm`` from its permit until one window after its
+release. The provider counts it when it arrives, anywhere in between: a request held up
 between its permit and the wire (a full connection pool, a pre-empted thread, a fake
-clock another thread moved on) must not let the window refill behind its back. So a
-request still in flight when its window ends keeps counting until one window after it
-is released.
+clock another thread moved on) must not let the window refill behind its back. So
+requests that take ``L`` seconds start at most ``rpm`` per ``60 + L`` seconds.
 """
 
 from __future__ import annotations
@@ -89,14 +88,20 @@ class _Waiter:
 
 
 class _Entry:
-    """One admitted request in the window: when it started counting, and its tokens."""
+    """One admitted request in the window: when its window starts, and its tokens.
 
-    __slots__ = ("in_flight", "start", "tokens")
+    ``counted`` turns False when the entry stops counting (refunded, or replaced by
+    the one its release starts); it then waits in the window to be dropped, so
+    nothing is removed from the middle of the window.
+    """
 
-    def __init__(self, start: float, tokens: float) -> None:
+    __slots__ = ("counted", "in_flight", "start", "tokens")
+
+    def __init__(self, start: float, tokens: float, in_flight: bool = True) -> None:
         self.start = start
         self.tokens = tokens
-        self.in_flight = True
+        self.in_flight = in_flight
+        self.counted = True
 
 
 class Permit:
@@ -120,8 +125,12 @@ class Permit:
 
     def record_tokens(self, tokens: int) -> None:
         """Count the tokens the provider reported instead of the estimate."""
-        with self._limiter._lock:
-            self._entry.tokens = max(0, int(tokens))
+        limiter, entry = self._limiter, self._entry
+        with limiter._lock:
+            tokens = max(0, int(tokens))
+            if entry.counted:
+                limiter._tokens += tokens - entry.tokens
+            entry.tokens = tokens
 
     def refund(self) -> None:
         """Release the permit and uncount the request: it was never sent."""
@@ -198,8 +207,10 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._queue: deque[_Waiter] = deque()
-        self._window: deque[_Entry] = deque()  # admitted requests, oldest first
-        self._overdue: list[_Entry] = []  # in flight past their window: counted until released
+        self._window: deque[_Entry] = deque()  # admitted requests, by start, oldest first
+        self._overdue: set[_Entry] = set()  # in flight past their window: counted until released
+        self._count = 0  # requests counted (in the window or overdue)
+        self._tokens = 0.0  # and their tokens
         self._in_flight = 0
 
     def __repr__(self) -> str:
@@ -215,8 +226,7 @@ class RateLimiter:
         """(requests, tokens) counted in the current 60-second window."""
         with self._lock:
             self._expire(self._clock())
-            counted = (*self._window, *self._overdue)
-            return len(counted), int(sum(entry.tokens for entry in counted))
+            return self._count, int(self._tokens)
 
     def acquire(self, tokens: int = 1) -> Permit:
         """Wait (blocking this thread) until a request of ``tokens`` may start: its permit."""
@@ -295,6 +305,8 @@ class RateLimiter:
                 return delay
             entry = _Entry(now, float(tokens))
             self._window.append(entry)
+            self._count += 1
+            self._tokens += entry.tokens
             self._in_flight += 1
             self._queue.popleft()
             if self._queue:
@@ -303,41 +315,55 @@ class RateLimiter:
 
     def _expire(self, now: float) -> None:
         window = self._window
-        while window and window[0].start + WINDOW <= now:
-            entry = window.popleft()
-            if entry.in_flight:
-                self._overdue.append(entry)
+        while window:
+            entry = window[0]
+            if entry.counted and entry.start + WINDOW > now:
+                return
+            window.popleft()
+            if not entry.counted:
+                continue
+            if entry.in_flight:  # counts on until its release
+                self._overdue.add(entry)
+            else:
+                self._count -= 1
+                self._tokens -= entry.tokens
 
     def _delay(self, now: float, tokens: int) -> float | None:
         """Seconds until the window has room for one more request of ``tokens``.
 
         None when only the release of an overdue request can make room.
         """
-        window, overdue = self._window, self._overdue
         until = now
-        counted = len(window) + len(overdue)
-        if self.rpm is not None and counted >= self.rpm:
-            leaving = counted - self.rpm + 1  # requests that must leave the window first
-            if leaving > len(window):
+        if self.rpm is not None and self._count >= self.rpm:
+            leaving = self._count - self.rpm + 1  # requests that must leave the window first
+            for entry in self._window:  # oldest first
+                if entry.counted:
+                    leaving -= 1
+                    if not leaving:
+                        until = max(until, entry.start + WINDOW)
+                        break
+            else:
                 return None
-            until = max(until, window[leaving - 1].start + WINDOW)
-        if self.tpm is not None and counted:
-            excess = sum(entry.tokens for entry in (*window, *overdue)) + tokens - self.tpm
-            for entry in window:  # oldest first: expire until the request fits
+        if self.tpm is not None and self._count:
+            excess = self._tokens + tokens - self.tpm
+            for entry in self._window:  # oldest first: expire until the request fits
                 if excess <= 0:
                     break
-                excess -= entry.tokens
-                until = max(until, entry.start + WINDOW)
-            if excess > 0 and overdue:
+                if entry.counted:
+                    excess -= entry.tokens
+                    until = max(until, entry.start + WINDOW)
+            if excess > 0 and self._overdue:
                 return None
         return until - now
 
     def _uncount(self, entry: _Entry) -> None:
         """Take a request that was never sent out of the window."""
         with self._lock:
-            for counted in (self._window, self._overdue):
-                if entry in counted:
-                    counted.remove(entry)
+            if entry.counted:
+                entry.counted = False
+                self._overdue.discard(entry)
+                self._count -= 1
+                self._tokens -= entry.tokens
 
     def _release(self, permit: Permit) -> None:
         with self._lock:
@@ -346,13 +372,14 @@ class RateLimiter:
             permit._released = True
             self._in_flight -= 1
             entry = permit._entry
-            now = self._clock()
-            self._expire(now)  # in flight past its window: now overdue, whoever looked before
             entry.in_flight = False
-            if entry in self._overdue:  # the provider may have counted it just now
-                self._overdue.remove(entry)
+            if entry.counted:  # the provider may have counted it just now: a window from now
+                entry.counted = False
+                self._overdue.discard(entry)
                 window = self._window
-                entry.start = max(now, window[-1].start) if window else now  # keep the order
-                window.append(entry)
+                now = self._clock()
+                start = max(now, window[-1].start) if window else now  # keep the order
+                permit._entry = _Entry(start, entry.tokens, in_flight=False)
+                window.append(permit._entry)
             if self._queue:
                 self._queue[0].wake()

@@ -95,6 +95,18 @@ def test_a_request_held_up_past_its_window_counts_until_a_window_after_its_relea
     assert list(fake.limited) == [] and fake.call_count == 4
 
 
+def test_every_request_counts_until_a_window_after_its_release() -> None:
+    # Held up for 30 s before it reached the provider, released at 31: the provider may
+    # have counted it as late as 31, so the next request waits until 91.
+    clock = FakeClock(start=0.0)
+    shared = limiter(clock, rpm=1)
+    held_up = shared.acquire()
+    clock.advance(31)
+    held_up.release()
+    shared.acquire().release()
+    assert clock.now == 91.0
+
+
 def test_a_request_released_after_its_window_counts_on_though_nobody_looked_meanwhile() -> None:
     clock = FakeClock(start=0.0)
     shared = limiter(clock, rpm=1)

@@ -506,6 +506,27 @@ async def test_an_agent_that_blocks_then_raises_without_awaiting_reports_the_blo
     assert outcome.blocked >= 0.05 and outcome.elapsed >= outcome.blocked
 
 
+async def test_an_agent_cancelled_from_outside_after_blocking_the_loop_reports_the_block() -> None:
+    m = Model(seed=1)
+    held = asyncio.Event()
+
+    class BlockThenWait(Agent):
+        async def astep(self) -> None:
+            await asyncio.sleep(0)
+            time.sleep(0.05)  # holds the loop
+            held.set()
+            await asyncio.Event().wait()
+
+    blocker = BlockThenWait(m)
+    step = asyncio.ensure_future(step_agents_parallel([blocker]))
+    await held.wait()
+    (agent_task,) = [t for t in asyncio.all_tasks() if t not in (step, asyncio.current_task())]
+    agent_task.cancel()  # from outside the step
+    (outcome,) = (await step).outcomes
+    assert outcome.status == "cancelled"
+    assert outcome.blocked >= 0.05 and outcome.elapsed >= outcome.blocked
+
+
 def test_token_usage_adds_from_many_threads_are_exact() -> None:
     from mesa_llm.parallel_stepping import TokenUsage
 

@@ -292,6 +292,8 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
                 # Cancelled from outside (or by this step): the task ends cancelled, and
                 # its outcome, with the tokens it had counted, says so.
                 run.outcomes[index] = _fail(outcome, exc, _since(start))
+                if hold is not None:
+                    outcome.blocked = hold.longest
                 raise
             # The agent's own code raised CancelledError without this step being cancelled.
             _failed_async(run, outcome, exc, start)
