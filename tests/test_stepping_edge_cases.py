@@ -511,7 +511,10 @@ async def test_an_agent_cancelled_from_outside_after_blocking_the_loop_reports_t
     held = asyncio.Event()
 
     class BlockThenWait(Agent):
+        task: asyncio.Task[Any] | None = None
+
         async def astep(self) -> None:
+            self.task = asyncio.current_task()
             await asyncio.sleep(0)
             time.sleep(0.05)  # holds the loop
             held.set()
@@ -520,8 +523,8 @@ async def test_an_agent_cancelled_from_outside_after_blocking_the_loop_reports_t
     blocker = BlockThenWait(m)
     step = asyncio.ensure_future(step_agents_parallel([blocker]))
     await held.wait()
-    (agent_task,) = [t for t in asyncio.all_tasks() if t not in (step, asyncio.current_task())]
-    agent_task.cancel()  # from outside the step
+    assert blocker.task is not None
+    blocker.task.cancel()  # from outside the step
     (outcome,) = (await step).outcomes
     assert outcome.status == "cancelled"
     assert outcome.blocked >= 0.05 and outcome.elapsed >= outcome.blocked
