@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -528,6 +529,33 @@ async def test_an_agent_cancelled_from_outside_after_blocking_the_loop_reports_t
     (outcome,) = (await step).outcomes
     assert outcome.status == "cancelled"
     assert outcome.blocked >= 0.05 and outcome.elapsed >= outcome.blocked
+
+
+async def test_a_garbage_collection_inside_an_agent_is_not_counted_as_blocking_the_loop() -> None:
+    m = Model(seed=1)
+    heap = [(i, str(i)) for i in range(300_000)]  # so a full collection takes a while
+
+    collecting = [0.0, 0.0]  # start of the running collection, seconds collected in all
+
+    def timed(phase: str, info: Any) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    class Collects(Agent):
+        async def astep(self) -> None:
+            await asyncio.sleep(0)
+            gc.collect()  # as if its allocations had set off a full collection
+            time.sleep(0.02)  # and a real block of its own
+
+    gc.callbacks.append(timed)
+    try:
+        (outcome,) = (await step_agents_parallel([Collects(m)])).outcomes
+    finally:
+        gc.callbacks.remove(timed)
+    assert len(heap) == 300_000 and collecting[1] > 0
+    assert 0.02 <= outcome.blocked < outcome.elapsed - 0.5 * collecting[1]
 
 
 def test_token_usage_adds_from_many_threads_are_exact() -> None:

@@ -22,6 +22,7 @@ from mesa_llm._usage import FRESH, hold_tally
 from mesa_llm.errors import AgentTimeoutError
 from mesa_llm.parallel_stepping._all_done import Countdown, ended_with
 from mesa_llm.parallel_stepping._context import _depth
+from mesa_llm.parallel_stepping._gc_pauses import PAUSES
 from mesa_llm.parallel_stepping._loop_hold import _LoopHold
 from mesa_llm.parallel_stepping._methods import _ASYNC, _lookup, _not_awaitable, _resolve
 from mesa_llm.parallel_stepping._options import (
@@ -241,7 +242,7 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
         if sem is not None:
             await sem.acquire()
         clock = time.perf_counter
-        start = clock()
+        start, paused = clock(), PAUSES.total  # collector pauses are not the agent's
         hold: _LoopHold | None = None
         try:
             if type(agent) is run.cls:  # the common case: the last agent's class
@@ -263,13 +264,15 @@ async def _run_one_async(run: _AsyncRun, agent: Any, index: int) -> AgentOutcome
                         out = aw.send(None)
                     except StopIteration as stop:
                         outcome.value = stop.value
-                        outcome.blocked = outcome.elapsed = clock() - start
+                        outcome.elapsed = elapsed = clock() - start
+                        outcome.blocked = elapsed - (PAUSES.total - paused)
                         run.outcomes[index] = outcome
                         return outcome
                     except BaseException:
-                        hold = _LoopHold(aw, True, None, clock() - start)  # for its ``longest``
+                        held = clock() - start - (PAUSES.total - paused)
+                        hold = _LoopHold(aw, True, None, held)  # for its ``longest``
                         raise
-                    hold = _LoopHold(aw, True, out, clock() - start)
+                    hold = _LoopHold(aw, True, out, clock() - start - (PAUSES.total - paused))
                     outcome.value = await hold
                 else:
                     hold = _LoopHold(aw)
@@ -371,6 +374,7 @@ async def _step_async(
         else None
     )
     run = _AsyncRun(len(agents), method, args, kwargs, s, sem)
+    PAUSES.install()
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[AgentOutcome]] = []
     run.tasks = tasks

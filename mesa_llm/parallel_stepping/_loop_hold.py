@@ -6,6 +6,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from mesa_llm.parallel_stepping._gc_pauses import PAUSES
+
 __all__ = ["_LoopHold"]
 
 
@@ -17,6 +19,7 @@ class _LoopHold:
     Without a timeout, :func:`_run_one_async` makes the first ``send`` itself and
     makes a hold only for an agent that suspended (``out``: what it yielded,
     ``longest``: how long that first ``send`` took); ``await hold`` drives the rest.
+    Garbage-collector pauses inside a ``send`` are not the agent's (``_gc_pauses``).
     """
 
     __slots__ = ("coro", "longest", "out", "started")
@@ -34,16 +37,16 @@ class _LoopHold:
         self.longest = longest
 
     def __await__(self) -> Any:
-        coro, clock = self.coro, time.perf_counter
+        coro, clock, pauses = self.coro, time.perf_counter, PAUSES
         out, self.out = self.out, None
         if not self.started:  # the first send happens here
-            t0 = clock()
+            t0, g0 = clock(), pauses.total
             try:
                 out = coro.send(None)
             except StopIteration as stop:
                 return stop.value
             finally:
-                self.longest = clock() - t0
+                self.longest = clock() - t0 - (pauses.total - g0)
         while True:
             try:
                 value, thrown = (yield out), None
@@ -52,10 +55,10 @@ class _LoopHold:
                 raise
             except BaseException as exc:  # cancellation and the like: passed to the agent
                 value, thrown = None, exc
-            t0 = clock()
+            t0, g0 = clock(), pauses.total
             try:
                 out = coro.send(value) if thrown is None else coro.throw(thrown)
             except StopIteration as stop:
                 return stop.value
             finally:
-                self.longest = max(self.longest, clock() - t0)
+                self.longest = max(self.longest, clock() - t0 - (pauses.total - g0))
