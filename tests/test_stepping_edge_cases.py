@@ -235,6 +235,27 @@ def test_a_timed_out_agents_thread_never_blocks_the_next_step(mode: str) -> None
         release.set()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_agents_queued_behind_timed_out_threads_start_in_the_same_step(mode: str) -> None:
+    model = Model(seed=1)
+    release, finished = threading.Event(), threading.Event()
+
+    class Stuck(Agent):
+        def step(self) -> None:
+            release.wait(10)  # released only after the step has returned
+            finished.set()
+
+    agents = [Stuck(model), Stuck(model)] + [Counter(model) for _ in range(4)]
+    try:
+        report = step_agents_parallel_sync(agents, mode=mode, timeout=0.2, max_workers=2)  # type: ignore[arg-type]
+        # The step returned while both workers' threads were still stuck: the agents queued
+        # behind them ran on a fresh pool instead of waiting for threads that may never return.
+        assert not finished.is_set()
+    finally:
+        release.set()
+    assert [o.status for o in report] == ["timeout", "timeout", "ok", "ok", "ok", "ok"]
+
+
 # --------------------------------------------------------------------------- 6. bad timeouts
 
 

@@ -150,21 +150,25 @@ def _call_captured(
 
 
 async def _await_thread(
-    cf: concurrent.futures.Future[Any],
-    pool: concurrent.futures.ThreadPoolExecutor,
+    submit: Callable[[concurrent.futures.ThreadPoolExecutor], concurrent.futures.Future[Any]],
+    max_workers: int | None,
     started: list[float],
     agent: Any,
     method: str,
     timeout: float | None,
 ) -> Any:
-    """Await a worker-thread future.
+    """Run ``submit(pool)`` on a worker pool and await its future.
 
     ``timeout`` counts from when the thread starts the agent, not from when it was
     queued. On timeout the thread is left to finish in the background (it cannot
-    be interrupted). On cancellation (raise mode, KeyboardInterrupt, a cancelled
-    caller) an agent not started yet never starts, and a running one is waited
-    for, so nothing outlives the step that started it.
+    be interrupted) and its pool retired; an agent still queued on a retired pool
+    moves to a fresh one, so it never waits for a thread that may never return.
+    On cancellation (raise mode, KeyboardInterrupt, a cancelled caller) an agent
+    not started yet never starts, and a running one is waited for, so nothing
+    outlives the step that started it.
     """
+    pool = _pools.get(max_workers)
+    cf = submit(pool)
     afut = asyncio.wrap_future(cf)
     try:
         if timeout is None:
@@ -176,6 +180,10 @@ async def _await_thread(
                     _pools.orphan(cf, pool)
                     raise AgentTimeoutError(agent, method, timeout)
             else:  # still queued behind other agents: its clock has not started
+                if _pools.retired(pool) and cf.cancel():  # behind a timed-out agent's thread
+                    pool = _pools.get(max_workers)
+                    cf = submit(pool)
+                    afut = asyncio.wrap_future(cf)
                 remaining = timeout
             done, _ = await asyncio.wait((afut,), timeout=remaining)
             if done:
@@ -200,9 +208,11 @@ async def _call_async(
         return await _with_timeout(fn(*args, **kwargs), agent, method, s.timeout)
     ctx = contextvars.copy_context()
     started: list[float] = []
-    pool = _pools.get(s.max_workers)
-    cf = pool.submit(ctx.run, _call_captured, started, fn, args, kwargs)
-    value = await _await_thread(cf, pool, started, agent, method, s.timeout)
+
+    def submit(pool: concurrent.futures.ThreadPoolExecutor) -> concurrent.futures.Future[Any]:
+        return pool.submit(ctx.run, _call_captured, started, fn, args, kwargs)
+
+    value = await _await_thread(submit, s.max_workers, started, agent, method, s.timeout)
     if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
         return await _with_timeout(value, agent, method, s.timeout)
     return value

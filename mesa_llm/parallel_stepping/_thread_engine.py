@@ -230,15 +230,45 @@ def _collect_threaded(
             _raise_if_fatal(outcome, run.method, s)
         if timeout is not None:
             now = time.monotonic()
+            orphaned = False
             for f in list(pending):
                 t = run.started[index[f]]
                 if t is not None and now - t >= timeout:
                     pending.discard(f)
                     assert run.pool is not None
                     _pools.orphan(f, run.pool)
+                    orphaned = True
                     agent = agents[index[f]]
                     exc = AgentTimeoutError(agent, run.method, timeout)
                     results[index[f]] = outcome = _failed(agent, exc, now - t)
                     outcome.usage = run.tallies[index[f]]  # still counting, as in asyncio mode
                     _raise_if_fatal(outcome, run.method, s)
+            if orphaned:
+                _requeue_unstarted(run, agents, futures, pending, index, s)
     return [r for r in results if r is not None]
+
+
+def _requeue_unstarted(
+    run: _ThreadRun,
+    agents: list[Any],
+    futures: list[concurrent.futures.Future[AgentOutcome]],
+    pending: set[concurrent.futures.Future[AgentOutcome]],
+    index: dict[concurrent.futures.Future[AgentOutcome], int],
+    s: _Settings,
+) -> None:
+    """Move the agents still queued on a pool a timed-out thread holds to a fresh pool.
+
+    The orphaned thread may never return, and the agents behind it have not started,
+    so their own timeout has not started either: left there, they would wait for it.
+    """
+    pool = _pools.get(s.max_workers)  # the old one is retired: a new one
+    run.pool = pool
+    copy_context = contextvars.copy_context
+    for f in list(pending):
+        if f.cancel():  # not started yet
+            i = index.pop(f)
+            pending.discard(f)
+            new = pool.submit(copy_context().run, _run_one_threaded, run, agents[i], i)
+            futures[i] = new
+            index[new] = i
+            pending.add(new)

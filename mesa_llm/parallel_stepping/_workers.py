@@ -84,6 +84,11 @@ class _Pools:
                 if current is pool:
                     del self._pools[key]
 
+    def retired(self, pool: concurrent.futures.ThreadPoolExecutor) -> bool:
+        """Whether ``pool`` was retired (a timed-out agent's thread holds one of its workers)."""
+        with self._lock:
+            return all(current is not pool for current in self._pools.values())
+
     def shutdown(self, *, wait: bool = True) -> None:
         """Shut every pool down and close the worker loops that are not running."""
         with self._lock:
