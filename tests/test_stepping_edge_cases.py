@@ -7,6 +7,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -115,10 +116,20 @@ def test_disable_from_another_thread_while_a_nested_step_is_in_flight(mode: str)
             return [o.value for o in report.outcomes]
 
     enable_automatic_parallel_stepping(mode)  # type: ignore[arg-type]
+    report = disable_while_in_flight(lambda: step_agents_parallel_sync([Group(model)]), inside, go)
+    assert report.outcomes[0].value == [1, 1, 1]
+
+
+def disable_while_in_flight(
+    step: Callable[[], StepReport], inside: threading.Event, go: threading.Event
+) -> StepReport:
+    """Run ``step`` in a thread; once its agent is ``inside``, disable from another thread.
+
+    The agent waits for ``go`` (set once the disable waits for the step in flight) and
+    then runs its nested step. Both threads must finish: neither waits for the other.
+    """
     reports: list[StepReport] = []
-    outer = threading.Thread(
-        target=lambda: reports.append(step_agents_parallel_sync([Group(model)])), daemon=True
-    )
+    outer = threading.Thread(target=lambda: reports.append(step()), daemon=True)
     outer.start()
     assert inside.wait(5)
     disabler = threading.Thread(target=disable_automatic_parallel_stepping, daemon=True)
@@ -128,7 +139,7 @@ def test_disable_from_another_thread_while_a_nested_step_is_in_flight(mode: str)
     outer.join(10)
     disabler.join(10)
     assert not outer.is_alive() and not disabler.is_alive(), "disable deadlocked"
-    assert reports[0].outcomes[0].value == [1, 1, 1]
+    return reports[0]
 
 
 def test_disable_from_another_thread_while_an_async_agents_nested_step_is_in_flight() -> None:
@@ -145,21 +156,10 @@ def test_disable_from_another_thread_while_an_async_agents_nested_step_is_in_fli
             report = await step_agents_parallel(leaves)  # nested, on the same loop
             return [o.value for o in report.outcomes]
 
-    reports: list[StepReport] = []
-    outer = threading.Thread(
-        target=lambda: reports.append(asyncio.run(step_agents_parallel([Group(model)]))),
-        daemon=True,
+    report = disable_while_in_flight(
+        lambda: asyncio.run(step_agents_parallel([Group(model)])), inside, go
     )
-    outer.start()
-    assert inside.wait(5)
-    disabler = threading.Thread(target=disable_automatic_parallel_stepping, daemon=True)
-    disabler.start()
-    time.sleep(0.05)  # let the disable start waiting for the step in flight
-    go.set()
-    outer.join(10)
-    disabler.join(10)
-    assert not outer.is_alive() and not disabler.is_alive(), "disable deadlocked"
-    assert reports[0].outcomes[0].value == [1, 1, 1]
+    assert report.outcomes[0].value == [1, 1, 1]
 
 
 # --------------------------------------------------------------------------- 3. running loop
